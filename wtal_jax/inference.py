@@ -1,0 +1,125 @@
+"""Batched, jit-compiled inference over test videos of different lengths (SPEC §5.1).
+
+The heavy part, the temporal convolution, runs on *packed* chunks: videos are laid one after
+another in fixed-size (N, D) chunks with one zero segment between neighbours. That zero row is
+exactly the "same" padding each video would see at its borders, so every real segment gets the
+value it gets alone, and one compiled program serves every length with little padding. Only
+the light outputs (magnitudes, class activations) are then unpacked to (V, T) with each
+video's own length T' for the top-k selection, which masks everything past T'.
+
+Compiled programs: one for the chunks, one per padded video count for the selection.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wtal_jax import selection, sampling
+from wtal_jax.localization import VideoScores
+from wtal_jax.models import UMModel
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedVideos:
+    """Sampled test videos packed into chunks; built once, reused for every evaluation.
+
+    chunks: (K, N, D) float32, zero between and after videos.
+    start: (V,) flat index of each video's first segment in ``chunks.reshape(-1, D)``.
+    lengths: (V,) T' = min(n, T), the sampled length.
+    num_segments: (V,) n, original lengths.
+    """
+    chunks: np.ndarray
+    start: np.ndarray
+    lengths: np.ndarray
+    num_segments: np.ndarray
+
+
+def pack(features: list[np.ndarray], *, num_segments: int, chunk_size: int) -> PackedVideos:
+    """Test-samples each (n_i, D) video to T' = min(n_i, T) segments and packs them in order.
+
+    A video that does not fit in the rest of a chunk starts the next one; each video is
+    followed by one zero segment. ``chunk_size`` must exceed T.
+    """
+    if chunk_size <= num_segments:
+        raise ValueError(f'chunk size {chunk_size} must exceed T = {num_segments}')
+    dim = features[0].shape[1]
+    lengths = np.array([min(len(f), num_segments) for f in features], np.int64)
+    starts, position = [], 0
+    for length in lengths:
+        chunk_end = (position // chunk_size + 1) * chunk_size
+        if position + length + 1 > chunk_end:
+            position = chunk_end
+        starts.append(position)
+        position += length + 1
+    num_chunks = max(1, -(-position // chunk_size))
+    flat = np.zeros((num_chunks * chunk_size, dim), np.float32)
+    for f, start, length in zip(features, starts, lengths):
+        flat[start:start + length] = f[sampling.test_indices(len(f), num_segments)]
+    return PackedVideos(chunks=flat.reshape(num_chunks, chunk_size, dim),
+                        start=np.asarray(starts, np.int64), lengths=lengths,
+                        num_segments=np.array([len(f) for f in features], np.int64))
+
+
+def _embed_chunk(params, chunk: jax.Array, *, model: UMModel) -> tuple[jax.Array, jax.Array]:
+    """One (N, D) chunk -> class activations (N, C) and feature magnitudes (N,)."""
+    cas, features = model.apply({'params': params}, chunk[None], train=False)
+    return cas[0], selection.feature_magnitudes(features)[0]
+
+
+def _select_videos(cas: jax.Array, magnitudes: jax.Array, lengths: jax.Array, *,
+                   r_act: int, r_bkg: int) -> dict:
+    """Per-video selection on unpacked (V, T, C) activations and (V, T) magnitudes."""
+    sel = selection.select(cas, magnitudes, r_act=r_act, r_bkg=r_bkg, lengths=lengths)
+    return dict(p_act=sel.p_act, cas_softmax=sel.cas_softmax, magnitudes=sel.magnitudes,
+                mu_act=sel.mu_act, mu_bkg=sel.mu_bkg)
+
+
+class Predictor:
+    """Compiled inference for one model; counts how many programs it compiled.
+
+    ``video_multiple`` pads the video count of the selection step to a multiple of it, so data
+    sets of similar size share one program.
+    """
+
+    def __init__(self, model: UMModel, *, r_act: int, r_bkg: int, video_multiple: int = 64):
+        self.compilations = 0
+        self.video_multiple = video_multiple
+
+        def counted(fn):
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                self.compilations += 1  # runs once per trace, i.e. per compiled program
+                return fn(*args, **kwargs)
+            return wrapper
+
+        self._embed = jax.jit(counted(functools.partial(_embed_chunk, model=model)))
+        self._select = jax.jit(counted(functools.partial(
+            _select_videos, r_act=r_act, r_bkg=r_bkg)))
+
+    def embed(self, params, packed: PackedVideos) -> tuple[np.ndarray, np.ndarray]:
+        """Runs every chunk: flat class activations (K*N, C) and magnitudes (K*N,)."""
+        outs = [self._embed(params, chunk) for chunk in packed.chunks]
+        cas = jnp.concatenate([c for c, _ in outs])
+        return cas, jnp.concatenate([m for _, m in outs])
+
+    def __call__(self, params, packed: PackedVideos, *, num_segments: int,
+                 durations=None) -> list[VideoScores]:
+        """Per-video outputs (NumPy) for every packed video, in packing order."""
+        cas, mags = self.embed(params, packed)
+        num_videos = len(packed.lengths)
+        padded = -(-num_videos // self.video_multiple) * self.video_multiple
+        index = packed.start[:, None] + np.arange(num_segments)[None, :]
+        index = np.where(np.arange(num_segments)[None, :] < packed.lengths[:, None], index, 0)
+        index = np.pad(index, ((0, padded - num_videos), (0, 0)))
+        lengths = np.pad(packed.lengths, (0, padded - num_videos), constant_values=1)
+        out = jax.device_get(self._select(cas[index], mags[index], jnp.asarray(lengths)))
+        return [VideoScores(
+            p_act=out['p_act'][i], cas_softmax=out['cas_softmax'][i, :length],
+            magnitudes=out['magnitudes'][i, :length], mu_act=float(out['mu_act'][i]),
+            mu_bkg=float(out['mu_bkg'][i]), num_segments=int(packed.num_segments[i]),
+            duration=None if durations is None or not np.isfinite(durations[i])
+            else float(durations[i]))
+            for i, length in enumerate(packed.lengths)]

@@ -1,0 +1,56 @@
+"""The UM network (SPEC §2): a temporal-conv embedding and a bias-free segment classifier.
+
+Only modules live here; everything computed from their outputs (magnitudes, top-k selection,
+video scores) is a pure function in ``selection.py``.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def torch_uniform_init(fan_in: int):
+    """PyTorch's default Conv1d initialiser: uniform in ±1/sqrt(fan_in) (SPEC §2, [release]).
+
+    ``kaiming_uniform_(a=sqrt(5))`` gives the same bound for weights; biases use it directly.
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class UMModel(nn.Module):
+    """Embedding ``F = relu(conv_k3(X))`` and class activations ``A = W · dropout(F)``.
+
+    Attributes:
+      num_classes: C.
+      embed_dim: E, 2048 in the release (the paper says E = D).
+      dropout_rate: dropout before the classifier, training only (0.7).
+    """
+
+    num_classes: int
+    embed_dim: int = 2048
+    dropout_rate: float = 0.7
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        """Maps features (B, T, D) to class activations A (B, T, C) and embeddings F (B, T, E).
+
+        Zero "same" padding: the segment at each border sees zeros beyond it, as in PyTorch.
+        With ``train=True`` the caller supplies a ``'dropout'`` RNG.
+        """
+        fan_in = x.shape[-1] * 3
+        features = nn.Conv(
+            self.embed_dim, kernel_size=(3,), padding=((1, 1),), name='embed',
+            kernel_init=torch_uniform_init(fan_in), bias_init=torch_uniform_init(fan_in))(x)
+        features = nn.relu(features)
+        hidden = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
+        cas = nn.Dense(
+            self.num_classes, use_bias=False, name='classifier',
+            kernel_init=torch_uniform_init(self.embed_dim))(hidden)
+        return cas, features
