@@ -5,6 +5,8 @@ the user's input ends in one line on stderr and exit status 2, never a traceback
 """
 
 import argparse
+import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -104,6 +106,12 @@ def cmd_bench(args, overrides) -> int:
     return bench.main(args)
 
 
+# Modules that register their own subcommands with ``add_parser(subparsers)``; each subparser
+# sets ``func(args, overrides) -> exit status``. Imported lazily so optional extras (torch,
+# matplotlib) are imported only by the commands that need them.
+_COMMAND_MODULES = ('bench', 'torch_convert', 'plotting', 'ablation')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='wtal-jax', description='Weakly-supervised temporal action localisation by '
@@ -140,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='per video: one .npy of (n, D), or RGB.npy,FLOW.npy joined by a comma')
     p.set_defaults(func=cmd_detect)
 
-    from wtal_jax import bench
-    bench.add_parser(sub)
+    for name in _COMMAND_MODULES:
+        if importlib.util.find_spec(f'wtal_jax.{name}') is None:  # TEMPORARY while modules land
+            continue
+        importlib.import_module(f'wtal_jax.{name}').add_parser(sub)
     return parser
 
 
