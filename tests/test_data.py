@@ -1,0 +1,414 @@
+"""Annotations, class lists and feature loading; every bad input is a one-line UserError."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from wtal_jax import data
+from wtal_jax.errors import UserError
+
+CLASSES = ('Jump', 'Run', 'Swim')
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(obj, f)
+
+
+def make_dataset(root, videos, *, subset='train', split='train', dim=3, lengths=None,
+                 modalities=('rgb', 'flow')):
+    """A tiny data set in the SPEC §1 layout; returns the keyword arguments for load_split.
+
+    videos: {name: [(start, end, label), ...]}; features of video v, stream s are v-dependent
+    constants so concatenation order can be checked.
+    """
+    root = str(root)
+    database = {name: {'subset': subset,
+                       'annotations': [{'segment': [str(a), str(b)], 'label': label}
+                                       for a, b, label in items]}
+                for name, items in videos.items()}
+    write_json(os.path.join(root, 'gt.json'), {'database': database})
+    with open(os.path.join(root, f'split_{split}.txt'), 'w') as f:
+        f.write('\n'.join(videos) + '\n')
+    for v, name in enumerate(videos):
+        n = (lengths or {}).get(name, 10)
+        for s, stream in enumerate(modalities):
+            folder = os.path.join(root, 'features', split, stream)
+            os.makedirs(folder, exist_ok=True)
+            np.save(os.path.join(folder, name + '.npy'),
+                    np.full((n, dim), 10 * v + s, np.float32))
+    return dict(annotation_file='gt.json', split_file=f'split_{split}.txt',
+                feature_dir=f'features/{split}', subset=subset, modality='all',
+                class_names=CLASSES, feature_dim=2 * dim)
+
+
+def feature_path(root, name, stream='rgb', split='train'):
+    return os.path.join(str(root), 'features', split, stream, name + '.npy')
+
+
+def assert_one_line_error(call, *fragments):
+    """Runs ``call``, expects a UserError whose single-line message contains every fragment."""
+    with pytest.raises(UserError) as info:
+        call()
+    message = str(info.value)
+    assert '\n' not in message, message
+    for fragment in fragments:
+        assert str(fragment) in message, (fragment, message)
+    return message
+
+
+def test_data_modules_do_not_import_jax():
+    """The host-side data code stays NumPy only: quick to import, usable by any framework."""
+    code = ('import sys; import wtal_jax.data, wtal_jax.sampling, wtal_jax.input_pipeline, '
+            'wtal_jax.synthetic; print(sorted(m for m in sys.modules if m.split(".")[0] in '
+            '("jax", "jaxlib", "flax", "torch")))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '[]'
+
+
+# ----------------------------------------------------------------------------------------------
+# Class list and annotations
+
+
+def test_thumos14_classes_are_the_spec_order():
+    assert len(data.THUMOS14_CLASSES) == 20
+    assert data.THUMOS14_CLASSES[0] == 'BaseballPitch'
+    assert data.THUMOS14_CLASSES[-1] == 'VolleyballSpiking'
+    assert list(data.THUMOS14_CLASSES) == sorted(data.THUMOS14_CLASSES)
+
+
+def test_real_thumos14_annotations(thumos14_dir):
+    annotations = data.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
+    assert len(annotations) == 410
+    subsets = [a.subset for a in annotations.values()]
+    assert subsets.count('test') == 210
+    first = annotations['video_test_0000896']
+    assert first.duration is None
+    np.testing.assert_allclose(first.segments[0], [18.6, 24.8])  # written as strings
+    assert first.labels[0] == 'HighJump'
+    for subset in sorted(set(subsets)):
+        names = data.class_names_from(annotations, [subset], ())
+        assert names == data.THUMOS14_CLASSES
+
+
+def test_real_thumos14_split_with_clipping(thumos14_dir, tmp_path):
+    """Real annotations, fake features of each video's true length: clipped ends are counted."""
+    with open(os.path.join(thumos14_dir, 'durations.json')) as f:
+        durations = json.load(f)
+    annotations = data.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
+    with open(os.path.join(thumos14_dir, 'split_test.txt')) as f:
+        names = f.read().split()[:12]
+    lengths = {name: int(durations[name]['duration'] * 25 / 16) for name in names}
+    for name in names:
+        for stream in ('rgb', 'flow'):
+            os.makedirs(tmp_path / 'f' / stream, exist_ok=True)
+            np.save(tmp_path / 'f' / stream / (name + '.npy'),
+                    np.ones((lengths[name], 4), np.float32))
+    (tmp_path / 'split.txt').write_text('\n'.join(names))
+    split = data.load_split(str(tmp_path), annotation_file=os.path.join(thumos14_dir, 'gt.json'),
+                            split_file='split.txt', feature_dir='f', subset='test', modality='all',
+                            class_names=data.THUMOS14_CLASSES, feature_dim=8)
+    expected_clipped = 0
+    for v, name in enumerate(names):
+        end = lengths[name] * 16 / 25
+        expected_clipped += int((annotations[name].segments > end).any(axis=1).sum())
+        assert split.gt[v].segments.max() <= end
+        assert set(split.gt[v].classes.tolist()) == set(np.flatnonzero(split.labels[v]).tolist())
+    assert split.num_clipped == expected_clipped
+    np.testing.assert_array_equal(split.num_segments, [lengths[n] for n in names])
+
+
+def test_annotations_accept_numbers_and_strings(tmp_path):
+    path = str(tmp_path / 'gt.json')
+    write_json(path, {'database': {
+        'a': {'subset': 'test', 'duration': '12.5', 'annotations': [
+            {'segment': [1, '2.5'], 'label': 'Run'}, {'segment': [3.0, 3.0], 'label': 'Jump'}]},
+        'b': {'subset': 'test', 'annotations': []},
+        'c': {'subset': 'test'}}})
+    annotations = data.load_annotations(path)
+    assert list(annotations) == ['a', 'b', 'c']
+    np.testing.assert_array_equal(annotations['a'].segments, [[1.0, 2.5], [3.0, 3.0]])
+    assert annotations['a'].segments.dtype == np.float64
+    assert annotations['a'].labels == ('Run', 'Jump')
+    assert annotations['a'].duration == 12.5
+    assert annotations['b'].segments.shape == (0, 2) and annotations['c'].labels == ()
+
+
+def test_class_names_from():
+    annotations = {
+        'a': data.VideoAnnotation('train', None, np.zeros((2, 2)), ('Swim', 'Jump')),
+        'b': data.VideoAnnotation('test', None, np.zeros((1, 2)), ('Zzz',))}
+    assert data.class_names_from(annotations, ['train'], ()) == ('Jump', 'Swim')
+    assert data.class_names_from(annotations, ['train', 'test'], ()) == ('Jump', 'Swim', 'Zzz')
+    assert data.class_names_from(annotations, ['train'], ['B', 'A']) == ('B', 'A')
+    assert_one_line_error(lambda: data.class_names_from(annotations, ['nope'], ()), 'nope')
+    assert_one_line_error(lambda: data.class_names_from(annotations, [], ['A', 'A']), 'A')
+
+
+@pytest.mark.parametrize('content,fragments', [
+    (None, ['not found']),
+    ('{"database": ', ['not valid JSON']),
+    ('[1, 2]', ['"database"']),
+    ('{"db": {}}', ['"database"']),
+    ('{"database": {"v1": {"subset": "test", "annotations": '
+     '[{"segment": ["1.0", "abc"], "label": "Run"}]}}}', ['v1', "'abc'"]),
+    ('{"database": {"v1": {"subset": "test", "annotations": '
+     '[{"segment": ["1.0", null], "label": "Run"}]}}}', ['v1', 'None']),
+    ('{"database": {"v1": {"subset": "test", "annotations": '
+     '[{"segment": ["1.0", "NaN"], "label": "Run"}]}}}', ['v1', 'NaN']),
+    ('{"database": {"v1": {"subset": "test", "annotations": '
+     '[{"segment": [5, 2], "label": "Run"}]}}}', ['v1', '5.0', '2.0']),
+    ('{"database": {"v1": {"subset": "test", "annotations": '
+     '[{"segment": [1], "label": "Run"}]}}}', ['v1', 'segment']),
+    ('{"database": {"v1": {"subset": "test", "annotations": '
+     '[{"segment": [1, 2]}]}}}', ['v1', 'label']),
+    ('{"database": {"v1": {"annotations": []}}}', ['v1', 'subset']),
+    ('{"database": {"v1": {"subset": "test", "duration": -3}}}', ['v1', 'duration']),
+])
+def test_bad_annotation_files(tmp_path, content, fragments):
+    path = tmp_path / 'gt.json'
+    if content is not None:
+        path.write_text(content)
+    assert_one_line_error(lambda: data.load_annotations(str(path)), str(path), *fragments)
+
+
+# ----------------------------------------------------------------------------------------------
+# Splits
+
+
+def test_load_split_all_modalities(tmp_path):
+    kwargs = make_dataset(tmp_path, {
+        'v0': [(0.0, 1.28, 'Run'), (2.0, 3.0, 'Jump')],
+        'v1': [(1.0, 1.0, 'Swim')],  # zero length: kept
+        'v2': [(5.0, 9.0, 'Run')]},  # ends after the video (10 segments = 6.4 s): clipped
+        lengths={'v1': 4})
+    split = data.load_split(str(tmp_path), **kwargs)
+    assert split.names == ('v0', 'v1', 'v2') and len(split) == 3
+    assert split.class_names == CLASSES and split.feature_dim == 6
+    np.testing.assert_array_equal(split.labels, [[1, 1, 0], [0, 0, 1], [0, 1, 0]])
+    assert split.labels.dtype == np.float32
+    np.testing.assert_array_equal(split.num_segments, [10, 4, 10])
+    assert np.isnan(split.durations).all()
+    for v, features in enumerate(split.features):
+        assert features.dtype == np.float32
+        np.testing.assert_array_equal(features[0], [10 * v] * 3 + [10 * v + 1] * 3)  # [rgb, flow]
+    np.testing.assert_array_equal(split.gt[0].classes, [1, 0])
+    np.testing.assert_allclose(split.gt[1].segments, [[1.0, 1.0]])
+    np.testing.assert_allclose(split.gt[2].segments, [[5.0, 6.4]])
+    assert split.num_clipped == 1
+
+    rgb = data.load_split(str(tmp_path), **{**kwargs, 'modality': 'rgb', 'feature_dim': 3})
+    flow = data.load_split(str(tmp_path), **{**kwargs, 'modality': 'flow', 'feature_dim': None})
+    assert rgb.features[1][0, 0] == 10 and flow.features[1][0, 0] == 11
+    assert flow.feature_dim == 3
+
+
+def test_load_split_durations(tmp_path):
+    kwargs = make_dataset(tmp_path, {'v0': [(1.0, 8.0, 'Run')]})
+    db = json.loads((tmp_path / 'gt.json').read_text())
+    db['database']['v0']['duration'] = 7.5
+    write_json(str(tmp_path / 'gt.json'), db)
+    by_segments = data.load_split(str(tmp_path), **kwargs)
+    np.testing.assert_allclose(by_segments.gt[0].segments, [[1.0, 6.4]])
+    assert by_segments.durations[0] == 7.5
+    by_duration = data.load_split(str(tmp_path), **kwargs, use_duration=True)
+    np.testing.assert_allclose(by_duration.gt[0].segments, [[1.0, 7.5]])
+    longer = data.load_split(str(tmp_path), **kwargs, segment_seconds=1.0)
+    np.testing.assert_allclose(longer.gt[0].segments, [[1.0, 8.0]])
+    assert longer.num_clipped == 0
+
+
+def test_unlabelled_videos(tmp_path):
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')], 'v1': []}, subset='test',
+                          split='test')
+    split = data.load_split(str(tmp_path), **kwargs)
+    np.testing.assert_array_equal(split.labels[1], [0, 0, 0])
+    assert split.gt[1].segments.shape == (0, 2) and split.gt[1].classes.shape == (0,)
+    # A training video needs a label: weak supervision has nothing else.
+    assert_one_line_error(lambda: data.load_split(str(tmp_path), **kwargs, require_labels=True),
+                          'v1', 'gt.json')
+
+
+def test_progress_bar_does_not_change_the_result(tmp_path, capsys):
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')]})
+    split = data.load_split(str(tmp_path), **kwargs, progress=True)
+    assert split.names == ('v0',)
+    assert 'loading' in capsys.readouterr().err
+
+
+class TestLoadSplitErrors:
+    """Each bad input raises one UserError line naming the file or video and the numbers."""
+
+    videos = {'v0': [(0, 1, 'Run')], 'v1': [(2, 3, 'Swim')]}
+
+    def setup(self, tmp_path, **kw):
+        return make_dataset(tmp_path, self.videos, **kw)
+
+    def load(self, tmp_path, kwargs):
+        return lambda: data.load_split(str(tmp_path), **kwargs)
+
+    def test_missing_split_file(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        os.unlink(tmp_path / 'split_train.txt')
+        assert_one_line_error(self.load(tmp_path, kwargs), 'split_train.txt', 'not found')
+
+    def test_empty_split(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        (tmp_path / 'split_train.txt').write_text('\n  \n')
+        assert_one_line_error(self.load(tmp_path, kwargs), 'split_train.txt', 'no videos')
+
+    def test_repeated_video(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        (tmp_path / 'split_train.txt').write_text('v0\nv1\nv0\n')
+        assert_one_line_error(self.load(tmp_path, kwargs), 'split_train.txt', 'v0')
+
+    def test_video_without_annotation_entry(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        (tmp_path / 'split_train.txt').write_text('v0\nv9\n')
+        assert_one_line_error(self.load(tmp_path, kwargs), 'v9', 'split_train.txt', 'gt.json')
+
+    def test_wrong_subset(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        assert_one_line_error(self.load(tmp_path, {**kwargs, 'subset': 'validation'}),
+                              'v0', "'train'", "'validation'")
+
+    def test_missing_annotation_file(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        os.unlink(tmp_path / 'gt.json')
+        assert_one_line_error(self.load(tmp_path, kwargs), 'gt.json', 'not found')
+
+    def test_unknown_label(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        assert_one_line_error(self.load(tmp_path, {**kwargs, 'class_names': ('Run', 'Jump')}),
+                              'v1', "'Swim'", '2 configured classes')
+
+    def test_bad_class_list_and_modality(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        assert_one_line_error(self.load(tmp_path, {**kwargs, 'class_names': ()}), 'empty')
+        assert_one_line_error(self.load(tmp_path, {**kwargs, 'modality': 'depth'}), "'depth'")
+
+    def test_missing_feature_file(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        os.unlink(feature_path(tmp_path, 'v1', 'flow'))
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v1', 'flow'),
+                              'not found')
+
+    def test_pickled_object_array(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        np.save(feature_path(tmp_path, 'v0'), np.array([{'x': 1}, None], dtype=object),
+                allow_pickle=True)
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'),
+                              'not a readable .npy', 'Object arrays')
+
+    def test_plain_pickle(self, tmp_path):
+        import pickle
+        kwargs = self.setup(tmp_path)
+        with open(feature_path(tmp_path, 'v0'), 'wb') as f:
+            pickle.dump(np.ones((10, 3), np.float32), f)
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'),
+                              'no NumPy header')
+
+    def test_truncated_file(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        path = feature_path(tmp_path, 'v0')
+        content = open(path, 'rb').read()
+        with open(path, 'wb') as f:
+            f.write(content[:-20])
+        assert_one_line_error(self.load(tmp_path, kwargs), path, 'not a readable .npy')
+
+    def test_text_file_named_npy(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        with open(feature_path(tmp_path, 'v0'), 'w') as f:
+            f.write('1 2 3\n4 5 6\n')
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'),
+                              'no NumPy header')
+
+    def test_npz_archive(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        with open(feature_path(tmp_path, 'v0'), 'wb') as f:
+            np.savez(f, a=np.ones((10, 3), np.float32))
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'),
+                              'npz archive')
+
+    def test_string_array(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        np.save(feature_path(tmp_path, 'v0'), np.array([['a', 'b', 'c']] * 10))
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'), 'dtype')
+
+    def test_length_mismatch(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        np.save(feature_path(tmp_path, 'v1', 'flow'), np.ones((11, 3), np.float32))
+        assert_one_line_error(self.load(tmp_path, kwargs), 'v1', feature_path(tmp_path, 'v1'),
+                              'has 10', 'has 11')
+
+    def test_wrong_feature_size(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        assert_one_line_error(self.load(tmp_path, {**kwargs, 'feature_dim': 2048}),
+                              'v0', 'expected feature_dim 2048', '6 values', '3 + 3')
+
+    def test_feature_size_differs_between_videos(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        for stream in ('rgb', 'flow'):
+            np.save(feature_path(tmp_path, 'v1', stream), np.ones((10, 4), np.float32))
+        assert_one_line_error(self.load(tmp_path, {**kwargs, 'feature_dim': None}),
+                              'v1', '8 values', 'v0', '6')
+
+    @pytest.mark.parametrize('shape', [(10,), (10, 3, 1), ()])
+    def test_not_two_dimensional(self, tmp_path, shape):
+        kwargs = self.setup(tmp_path)
+        np.save(feature_path(tmp_path, 'v0'), np.ones(shape, np.float32))
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'),
+                              str(shape))
+
+    @pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+    def test_non_finite(self, tmp_path, bad):
+        kwargs = self.setup(tmp_path)
+        features = np.ones((10, 3), np.float32)
+        features[7, 1] = bad
+        features[9, 0] = bad
+        np.save(feature_path(tmp_path, 'v1', 'flow'), features)
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v1', 'flow'),
+                              'segment 7 of 10')
+
+    def test_zero_segments(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        for stream in ('rgb', 'flow'):
+            np.save(feature_path(tmp_path, 'v0', stream), np.ones((0, 3), np.float32))
+        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'),
+                              'zero segments')
+
+
+def test_other_numeric_dtypes_become_float32(tmp_path):
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')]})
+    np.save(feature_path(tmp_path, 'v0'), np.arange(30, dtype=np.float64).reshape(10, 3))
+    np.save(feature_path(tmp_path, 'v0', 'flow'), np.ones((10, 3), np.int16))
+    split = data.load_split(str(tmp_path), **kwargs)
+    assert split.features[0].dtype == np.float32
+    np.testing.assert_array_equal(split.features[0][1], [3, 4, 5, 1, 1, 1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Files given to ``detect``
+
+
+def test_load_feature_files(tmp_path):
+    rgb, flow = str(tmp_path / 'rgb.npy'), str(tmp_path / 'flow.npy')
+    np.save(rgb, np.zeros((5, 2), np.float32))
+    np.save(flow, np.ones((5, 3), np.float32))
+    one = data.load_feature_files([rgb])
+    assert one.shape == (5, 2) and one.dtype == np.float32
+    both = data.load_feature_files([rgb, flow], feature_dim=5)
+    np.testing.assert_array_equal(both[0], [0, 0, 1, 1, 1])
+    assert_one_line_error(lambda: data.load_feature_files([rgb, flow], feature_dim=4),
+                          'expected feature_dim 4', '5 values', rgb)
+    assert_one_line_error(lambda: data.load_feature_files([rgb, flow, rgb]), '3')
+    assert_one_line_error(lambda: data.load_feature_files([]), '0')
+    np.save(flow, np.ones((6, 3), np.float32))
+    assert_one_line_error(lambda: data.load_feature_files([rgb, flow]), 'has 5', 'has 6')
+    assert_one_line_error(lambda: data.load_feature_files([str(tmp_path / 'x.npy')]),
+                          'x.npy', 'not found')
