@@ -1,0 +1,441 @@
+"""PyTorch interop: the authors' release ``state_dict`` <-> this project's Flax parameters.
+
+``wtal-jax convert-torch MODEL.pkl --config CFG --workdir DIR`` turns a model saved by the
+authors' PyTorch release (``torch.save(net.state_dict(), ...)``) into a run directory that
+``evaluate``, ``detect`` and ``train --config.train.init_from=DIR`` accept;
+``wtal-jax export-torch --workdir DIR OUT.pkl`` writes a run's parameters back in that layout.
+
+The release layout (SPEC §2) and its Flax counterpart (``models.UMModel``):
+
+  release key                       torch shape   Flax leaf                        Flax shape
+  cas_module.conv.0.weight          (E, D, 3)     params['embed']['kernel']        (3, D, E)
+  cas_module.conv.0.bias            (E,)          params['embed']['bias']          (E,)
+  cas_module.classifier.0.weight    (C, E, 1)     params['classifier']['kernel']   (E, C)
+
+The class axis follows the config's class list (THUMOS'14: the fixed order of SPEC §1, the
+release's own).
+Both ``torch.nn.Conv1d`` and ``lax.conv`` cross-correlate (no kernel flip), so
+``kernel[k, d, e] = weight[e, d, k]``: a transpose, never a reversal of the taps.
+
+PyTorch is the optional extra ``[torch]``; it is imported only inside the functions that need it,
+so importing ``wtal_jax`` or running any other command never imports it. Files are read with
+``torch.load(..., weights_only=True)``: tensors and plain containers only, never arbitrary
+pickled code.
+"""
+
+import collections
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from wtal_jax.errors import UserError
+
+CONV_WEIGHT = 'cas_module.conv.0.weight'
+CONV_BIAS = 'cas_module.conv.0.bias'
+CLASSIFIER_WEIGHT = 'cas_module.classifier.0.weight'
+RELEASE_KEYS = (CONV_WEIGHT, CONV_BIAS, CLASSIFIER_WEIGHT)  # the release's state_dict order
+KERNEL_SIZE = 3
+# A training checkpoint may wrap the state dict: {'state_dict': ..., 'epoch': ...}.
+WRAPPER_KEYS = ('state_dict', 'model')
+# nn.DataParallel saves every key with this prefix.
+DATA_PARALLEL_PREFIX = 'module.'
+
+_INSTALL_HINT = "install the extra: pip install -e '.[torch]' (the pinned CPU build)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a PyTorch file
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise UserError(f'PyTorch is not installed; {_INSTALL_HINT}') from None
+    return torch
+
+
+def _sniff(path: str) -> str:
+    """What the file's first bytes say it is: 'zip', 'pickle', 'npy', 'empty' or 'other'."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if not head:
+        return 'empty'
+    if head.startswith(b'\x93NUMPY'):
+        return 'npy'
+    if head.startswith(b'PK'):
+        return 'zip'
+    if head[0] == 0x80:  # pickle PROTO opcode: torch's legacy format, or a plain pickle
+        return 'pickle'
+    return 'other'
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = lines[0] if lines else ''
+    first = first if len(first) <= 160 else first[:157] + '...'
+    return f'{type(error).__name__}: {first}'.rstrip(': ')
+
+
+def load_torch_file(path: str):
+    """Whatever ``torch.load(path, map_location='cpu', weights_only=True)`` gives.
+
+    Raises UserError, one line, for a missing file and for anything that is not a PyTorch
+    checkpoint loadable without executing code.
+    """
+    if not os.path.exists(path):
+        raise UserError(f'{path}: file not found (expected a PyTorch state_dict saved with '
+                        'torch.save)')
+    if os.path.isdir(path):
+        raise UserError(f'{path}: is a directory, expected a PyTorch state_dict file')
+    kind = _sniff(path)
+    expected = 'expected a PyTorch state_dict saved with torch.save'
+    if kind == 'empty':
+        raise UserError(f'{path}: empty file; {expected}')
+    if kind == 'npy':
+        raise UserError(f'{path}: a NumPy .npy array, not a PyTorch checkpoint; {expected}')
+    if kind == 'other':
+        raise UserError(f'{path}: not a PyTorch checkpoint (neither the zip archive nor the '
+                        f'pickle that torch.save writes); {expected}')
+    if kind == 'zip':
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            raise UserError(f'{path}: a truncated or corrupt zip archive; {expected}') from None
+        if not any(name.endswith('/data.pkl') for name in names):
+            raise UserError(f'{path}: a zip archive without data.pkl (e.g. a NumPy .npz), not a '
+                            f'PyTorch checkpoint; {expected}')
+    torch = _import_torch()
+    import pickle
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            # e.g. 'Detected pickle protocol 4': our own messages below say what is wrong.
+            warnings.simplefilter('ignore')
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+        if refused:
+            raise UserError(
+                f'{path}: refused by torch.load(weights_only=True): it would import '
+                f'{refused.group(1)}, and wtal_jax never runs pickled code; re-save only the '
+                'tensors: torch.save(model.state_dict(), path)') from None
+        if kind == 'pickle' and 'Unsupported operand' in str(e):
+            raise UserError(f'{path}: a Python pickle that torch.save did not write (or that '
+                            f'holds more than tensors and containers); {expected}') from None
+        raise UserError(f'{path}: cannot read as a PyTorch checkpoint ({_first_line(e)})') \
+            from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError... on broken files
+        raise UserError(f'{path}: cannot read as a PyTorch checkpoint ({_first_line(e)})') \
+            from None
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, (list, tuple)):
+        return f'a {type(obj).__name__} of {len(obj)} items'
+    if hasattr(obj, 'shape') and hasattr(obj, 'dtype'):
+        return f'a single {type(obj).__name__} of shape {tuple(obj.shape)}'
+    return f'a {type(obj).__module__}.{type(obj).__qualname__}'.replace('builtins.', '')
+
+
+def _listing(keys, limit: int = 6) -> str:
+    keys = [str(k) for k in keys]
+    more = f' and {len(keys) - limit} more' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+def unwrap_state_dict(obj, *, source: str = 'state dict') -> Mapping:
+    """The parameter mapping inside a loaded file.
+
+    Accepts a bare state dict; a dict wrapping one under 'state_dict' or 'model' (a training
+    checkpoint with epochs, optimiser state...); and ``nn.DataParallel``'s 'module.' prefix.
+    """
+    if not isinstance(obj, Mapping):
+        raise UserError(f'{source}: expected a state dict (a dict of parameter names to '
+                        f'tensors), found {_describe(obj)}')
+    if not any(key in obj for key in RELEASE_KEYS):
+        for key in WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if obj and all(isinstance(k, str) and k.startswith(DATA_PARALLEL_PREFIX) for k in obj):
+        obj = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in obj.items()}
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# The conversions
+
+def _to_float32(key: str, value, source: str) -> np.ndarray:
+    """A torch tensor or NumPy array as float32 NumPy (exact for float32 input)."""
+    if type(value).__module__.startswith('torch') and hasattr(value, 'detach'):
+        if not value.is_floating_point():
+            raise UserError(f'{source}: {key} has dtype {value.dtype}, expected floating point')
+        return value.detach().cpu().float().numpy().copy()
+    if isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.floating):
+            raise UserError(f'{source}: {key} has dtype {value.dtype}, expected floating point')
+        return np.array(value, np.float32)
+    raise UserError(f'{source}: {key} is {_describe(value)}, expected a tensor')
+
+
+def _check_keys(state_dict: Mapping, source: str) -> None:
+    missing = [k for k in RELEASE_KEYS if k not in state_dict]
+    extra = [k for k in state_dict if k not in RELEASE_KEYS]
+    if missing or extra:
+        found = '; '.join(part for part in (
+            f'missing {_listing(missing)}' if missing else '',
+            f'unexpected {_listing(extra)}' if extra else '') if part)
+        raise UserError(f'{source}: not the UM release parameters: {found} (expected exactly '
+                        f'{", ".join(RELEASE_KEYS)})')
+
+
+def _check_shapes(arrays: dict, *, feature_dim: int, embed_dim: int, num_classes: int,
+                  source: str) -> None:
+    """One line naming the config settings that differ from the file, then the tensors."""
+    embed = ('model.embed_dim', embed_dim)
+    classes = ('the class count (data.class_names)', num_classes)
+    layout = {
+        CONV_WEIGHT: (embed, ('data.feature_dim', feature_dim), ('kernel size', KERNEL_SIZE)),
+        CONV_BIAS: (embed,),
+        CLASSIFIER_WEIGHT: (classes, embed, ('classifier kernel size', 1)),
+    }
+    wrong, settings = [], {}
+    for key, axes in layout.items():
+        shape = tuple(arrays[key].shape)
+        expected = tuple(size for _, size in axes)
+        if shape == expected:
+            continue
+        wrong.append(f'{key} {shape} (expected {expected})')
+        if len(shape) == len(axes):
+            for (name, size), found in zip(axes, shape):
+                if found != size:
+                    settings.setdefault(name, (size, found))
+    if wrong:
+        hints = ''.join(f'{name} is {size} in the config but {found} in the file; '
+                        for name, (size, found) in settings.items())
+        raise UserError(f'{source}: shapes do not fit the config: {hints}'
+                        f'found {", ".join(wrong)}')
+
+
+def torch_state_dict_to_params(state_dict: Mapping, *, feature_dim: int, embed_dim: int,
+                               num_classes: int, source: str = 'state dict') -> dict:
+    """Flax params of ``UMModel`` from the release's state dict (torch tensors or NumPy arrays).
+
+    Args:
+      state_dict: exactly the keys of ``RELEASE_KEYS`` with shapes (E, D, 3), (E,), (C, E, 1).
+      feature_dim, embed_dim, num_classes: D, E, C the config expects.
+      source: names the input in error messages (the file path).
+    Returns:
+      ``{'embed': {'kernel': (3, D, E), 'bias': (E,)}, 'classifier': {'kernel': (E, C)}}`` as
+      float32 jax arrays; float32 input is copied bit for bit.
+    Raises:
+      UserError: wrong keys, dtypes, shapes (naming the config field that differs), or
+      non-finite values.
+    """
+    import jax.numpy as jnp
+
+    state_dict = unwrap_state_dict(state_dict, source=source)
+    _check_keys(state_dict, source)
+    arrays = {k: _to_float32(k, state_dict[k], source) for k in RELEASE_KEYS}
+    _check_shapes(arrays, feature_dim=feature_dim, embed_dim=embed_dim,
+                  num_classes=num_classes, source=source)
+    for key, value in arrays.items():
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            raise UserError(f'{source}: {key} has {bad} non-finite values (NaN or inf) out of '
+                            f'{value.size}')
+    # torch weight (E, D, k) -> Flax kernel (k, D, E); both cross-correlate, so no flip.
+    params = {
+        'embed': {'kernel': np.transpose(arrays[CONV_WEIGHT], (2, 1, 0)),
+                  'bias': arrays[CONV_BIAS]},
+        'classifier': {'kernel': np.transpose(arrays[CLASSIFIER_WEIGHT][:, :, 0])},
+    }
+    return {module: {name: jnp.asarray(np.ascontiguousarray(v)) for name, v in leaves.items()}
+            for module, leaves in params.items()}
+
+
+def params_to_torch_state_dict(params) -> 'collections.OrderedDict':
+    """The release's state dict (an OrderedDict of float32 CPU torch tensors) from Flax params.
+
+    The inverse of :func:`torch_state_dict_to_params`: exact for float32 parameters. It loads
+    with ``load_state_dict(strict=True)`` into the release's ``Model``.
+    """
+    torch = _import_torch()
+    try:
+        kernel = np.asarray(params['embed']['kernel'], np.float32)
+        bias = np.asarray(params['embed']['bias'], np.float32)
+        classifier = np.asarray(params['classifier']['kernel'], np.float32)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f'not UMModel parameters (embed/kernel, embed/bias, '
+                         f'classifier/kernel): missing {e}') from None
+    if kernel.ndim != 3 or bias.ndim != 1 or classifier.ndim != 2:
+        raise ValueError(f'not UMModel parameter shapes: embed kernel {kernel.shape}, bias '
+                         f'{bias.shape}, classifier kernel {classifier.shape}')
+    arrays = (np.transpose(kernel, (2, 1, 0)), bias, np.transpose(classifier)[:, :, None])
+    # Writable contiguous copies: torch.from_numpy shares memory and warns on read-only arrays.
+    return collections.OrderedDict(
+        (key, torch.from_numpy(np.array(value, np.float32, order='C', copy=True)))
+        for key, value in zip(RELEASE_KEYS, arrays))
+
+
+def load_state_dict(path: str) -> Mapping:
+    """The parameter mapping of a PyTorch file (see :func:`load_torch_file`)."""
+    return unwrap_state_dict(load_torch_file(path), source=path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands
+
+def _existing_steps(workdir: str) -> list[str] | None:
+    """Entries of WORKDIR/checkpoints (None when it holds nothing)."""
+    from wtal_jax import checkpointing
+    folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    entries = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return entries or None
+
+
+def _prepare_workdir(workdir: str, *, force: bool) -> None:
+    """Refuses a run directory that has checkpoints unless ``force`` (which removes them)."""
+    from wtal_jax import checkpointing, experiment
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f'--workdir {workdir}: exists and is not a directory')
+    entries = _existing_steps(workdir)
+    if entries and not force:
+        steps = [e for e in entries if e.isdigit()]
+        what = f'steps {", ".join(sorted(steps, key=int))}' if steps else ', '.join(entries)
+        raise UserError(f'--workdir {workdir}: already has checkpoints ({what}); choose another '
+                        'directory or pass --force to replace them')
+    if entries:
+        shutil.rmtree(os.path.join(workdir, checkpointing.CHECKPOINT_DIR))
+        # Rows of the replaced run would otherwise be read as this model's history.
+        metrics = os.path.join(workdir, experiment.METRICS_FILE)
+        if os.path.exists(metrics):
+            os.remove(metrics)
+    os.makedirs(workdir, exist_ok=True)
+
+
+def convert(model_path: str, cfg, workdir: str, *, force: bool = False
+            ) -> tuple[str, tuple[str, ...]]:
+    """Writes ``workdir`` (config.json, checkpoint step 0) from a release state dict.
+
+    The step-0 state holds the converted parameters, a fresh optimiser state and ``cfg.seed``'s
+    RNG; its meta is :func:`experiment.checkpoint_meta` plus ``converted_from``. Returns the
+    checkpoint folder and the class names.
+    """
+    from wtal_jax import checkpointing, experiment
+
+    if not cfg.data.class_names:  # the classes come from the annotations (or synthetic data)
+        experiment.prepare_dataset(cfg, progress=False)
+    names = experiment.class_names(cfg)
+    params = torch_state_dict_to_params(
+        load_state_dict(model_path), feature_dim=cfg.data.feature_dim,
+        embed_dim=cfg.model.embed_dim, num_classes=len(names), source=model_path)
+    _prepare_workdir(workdir, force=force)
+    _, tx, _, state = experiment.build(cfg, names)
+    # The shape checks above guarantee this; a failure here is a bug in the layout table.
+    _assert_same_structure(state.params, params)
+    state = state.replace(params=params, opt_state=tx.init(params))
+    meta = dict(experiment.checkpoint_meta(cfg, names),
+                converted_from=os.path.abspath(model_path))
+    checkpointing.write_config(workdir, cfg)  # before the checkpoint: a crash leaves no orphan
+    manager = checkpointing.open_manager(workdir, keep=cfg.checkpoint.keep)
+    checkpointing.save(manager, 0, state, meta)
+    return os.path.join(workdir, checkpointing.CHECKPOINT_DIR, '0'), names
+
+
+def _assert_same_structure(reference, params) -> None:
+    import jax
+    ref = jax.tree.map(lambda x: (x.shape, x.dtype), reference)
+    got = jax.tree.map(lambda x: (x.shape, x.dtype), params)
+    if ref != got:
+        raise AssertionError(f'converted params {got} do not match the model {ref}')
+
+
+def export(source: str, output: str, *, which: str = 'best') -> tuple[int, str, tuple]:
+    """Writes the release state dict of a run's checkpoint to ``output`` (atomically).
+
+    ``source`` is a run directory (``which`` picks 'best' or 'latest') or RUN/checkpoints/STEP.
+    Returns (step, workdir, class names).
+    """
+    from wtal_jax import experiment
+    torch = _import_torch()
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UserError(f'{output}: folder {folder} does not exist')
+    _, names, _, state, step = experiment.load_checkpoint(source, which=which)
+    workdir, _ = experiment.find_checkpoint(source, which=which)
+    state_dict = params_to_torch_state_dict(state.params)
+    for key, value in state_dict.items():
+        if not bool(torch.isfinite(value).all()):
+            raise UserError(f'{source}: step {step} has non-finite values in {key}; export a '
+                            'checkpoint from before training diverged')
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(output) + '.', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(state_dict, f)
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return step, workdir, names
+
+
+def _cmd_convert(args, overrides) -> int:
+    from wtal_jax import config as config_lib
+    cfg = config_lib.load_config(args.config, overrides)
+    folder, names = convert(args.model, cfg, args.workdir, force=args.force)
+    print(f'converted {args.model} (D={cfg.data.feature_dim}, E={cfg.model.embed_dim}, '
+          f'C={len(names)}) to {folder}')
+    root = '' if cfg.data.root else ' --config.data.root=DATA_ROOT'
+    print(f'evaluate it: wtal-jax evaluate --workdir {args.workdir}{root}; fine-tune it: '
+          f'wtal-jax train ... --config.train.init_from={args.workdir}')
+    return 0
+
+
+def _cmd_export(args, overrides) -> int:
+    if overrides:
+        raise UserError(f'export-torch takes no config overrides: {" ".join(overrides)}')
+    source = args.checkpoint or args.workdir
+    step, workdir, names = export(source, args.output, which=args.which)
+    print(f'wrote {args.output}: step {step} of {workdir}, {len(names)} classes in this '
+          f'order: {", ".join(names)}')
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        'convert-torch', help="a PyTorch state_dict of the authors' release -> a run directory",
+        description='Converts a state_dict saved by the authors\' PyTorch release (keys '
+                    f'{", ".join(RELEASE_KEYS)}; a dict wrapping it under "state_dict" or '
+                    '"model", and DataParallel\'s "module." prefix, are accepted too) into '
+                    'WORKDIR/config.json and an orbax checkpoint at step 0, for evaluate, '
+                    'detect and train --config.train.init_from=WORKDIR. The file is read with '
+                    'torch.load(weights_only=True). Needs the [torch] extra.')
+    p.add_argument('model', help='the .pkl/.pt file written by torch.save')
+    p.add_argument('--config', required=True,
+                   help='config file (configs/thumos14.py); its data.feature_dim, '
+                        'model.embed_dim and class list must fit the file')
+    p.add_argument('--workdir', required=True, help='run directory to create')
+    p.add_argument('--force', action='store_true',
+                   help='replace the checkpoints (and metrics.jsonl) already in --workdir')
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        'export-torch', help="a run's parameters -> a PyTorch state_dict of the release layout",
+        description='Writes the parameters of a run\'s checkpoint as the release\'s state_dict '
+                    '(an OrderedDict of float32 tensors, torch.save), loadable with '
+                    'load_state_dict(strict=True). Needs the [torch] extra.')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument('--workdir', help='run directory (see --which)')
+    source.add_argument('--checkpoint', help='RUN/checkpoints/STEP, or a run directory')
+    p.add_argument('--which', choices=('best', 'latest'), default='best',
+                   help='checkpoint of a run directory: best by the eval metric, or latest')
+    p.add_argument('output', help='file to write (e.g. model.pkl)')
+    p.set_defaults(func=_cmd_export)
