@@ -1,0 +1,61 @@
+"""Both notebooks run top to bottom (nbclient, kernel python3) in a temporary folder.
+
+The kernel's working directory is the temporary folder, so the notebooks' relative paths
+(``data/synthetic``, ``runs/...``) land there. The committed notebooks carry no outputs.
+"""
+
+import os
+
+import pytest
+
+nbformat = pytest.importorskip('nbformat')
+nbclient = pytest.importorskip('nbclient')
+pytest.importorskip('matplotlib')
+
+NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
+CELL_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+    """One folder for both notebooks, so the synthetic data set is generated once."""
+    return tmp_path_factory.mktemp('notebooks')
+
+
+def execute(name: str, cwd) -> nbformat.NotebookNode:
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name='python3',
+                                     resources={'metadata': {'path': str(cwd)}})
+    client.execute()  # raises CellExecutionError, with the cell and its traceback, on failure
+    return notebook
+
+
+def images(notebook) -> int:
+    return sum('image/png' in out.get('data', {}) for cell in notebook.cells
+               if cell.cell_type == 'code' for out in cell.get('outputs', []))
+
+
+@pytest.mark.parametrize('name', ['quickstart.ipynb', 'inspect_checkpoint.ipynb'])
+def test_committed_without_outputs(name):
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    nbformat.validate(notebook)
+    for cell in notebook.cells:
+        if cell.cell_type == 'code':
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_quickstart_runs(workdir):
+    notebook = execute('quickstart.ipynb', workdir)
+    assert images(notebook) == 4  # curves, magnitudes, timeline, magnitudes with/without L_um
+    assert (workdir / 'runs' / 'quickstart' / 'metrics.jsonl').exists()
+
+
+def test_inspect_checkpoint_runs_and_trains_a_tiny_run_when_needed(workdir, monkeypatch):
+    run = workdir / 'runs' / 'ci_tiny'
+    monkeypatch.setenv('WTAL_RUN', str(run))  # the kernel inherits the environment
+    notebook = execute('inspect_checkpoint.ipynb', workdir)
+    assert (run / 'config.json').exists()
+    assert images(notebook) == 2  # timeline and magnitudes
+    text = ''.join(out.get('text', '') for cell in notebook.cells
+                   for out in cell.get('outputs', []))
+    assert 'trained a tiny run' in text and 'AP of ' in text

@@ -1,0 +1,156 @@
+"""Figures of a tiny trained run: expected axes, non-blank pixels, and the ``plot`` command."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip('matplotlib')
+
+from wtal_jax import cli, config, data, experiment, plotting  # noqa: E402
+from wtal_jax.errors import UserError  # noqa: E402
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'configs', 'synthetic.py')
+# A few seconds of training on a data set of 24 short videos.
+TINY = ('synthetic.num_train=16', 'synthetic.num_test=8', 'synthetic.feature_dim=8',
+        'synthetic.min_segments=20', 'synthetic.max_segments=40', 'data.feature_dim=16',
+        'data.num_segments=16', 'model.embed_dim=16', 'train.batch_size=4',
+        'train.num_steps=6', 'eval.every_steps=3', 'checkpoint.every_steps=3',
+        'train.log_every_steps=2', 'eval.chunk_segments=256')
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp('plotting')
+    cfg = config.load_config(CONFIG, [*TINY, f'data.root={root / "data"}'])
+    workdir = str(root / 'run')
+    experiment.train_and_evaluate(cfg, workdir, progress=False)
+    return workdir
+
+
+@pytest.fixture(scope='module')
+def run(tiny_run):
+    return plotting.load_run(tiny_run)
+
+
+def _pixels(fig) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(np.float64)
+
+
+def assert_not_blank(pixels: np.ndarray) -> None:
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1
+    assert pixels.std() > 5.0  # grey levels of 0..255: a drawing, not a flat image
+
+
+def test_action_mask_marks_segments_inside_instances():
+    gt = data.GroundTruth(segments=np.array([[1.0, 2.0], [5.5, 9.0]]), classes=np.array([0, 1]))
+    # 10 segments of 1 s, not subsampled: centres 0.5, 1.5, ..., 9.5.
+    mask = plotting.action_mask(gt, 10, 10, 1.0)
+    np.testing.assert_array_equal(np.flatnonzero(mask), [1, 5, 6, 7, 8])  # 5.5 is inside
+    # 20 segments of 0.5 s sampled to 10: original segments 0, 2, ..., 18.
+    mask = plotting.action_mask(gt, 20, 10, 0.5)
+    # (original segment + 0.5) * 0.5 s: centres 0.25, 1.25, 2.25, ...
+    np.testing.assert_array_equal(np.flatnonzero(mask), [1, 6, 7, 8])
+
+
+def test_magnitude_figure_has_before_and_after_histograms(run):
+    fig = plotting.magnitude_figure(run)
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    assert axes[0].get_title().startswith('before training')
+    assert axes[1].get_title() == f'after training (step {run.step})'
+    for ax in axes:
+        assert ax.get_xlabel() == 'feature magnitude ||f_t||'
+        assert ax.get_ylabel() == 'density'
+        assert len(ax.patches) > 10  # the bars of two histograms
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels[0].startswith('action') and labels[1].startswith('background')
+    assert_not_blank(_pixels(fig))
+
+
+def test_segment_magnitudes_split_every_segment(run):
+    action, background = plotting.segment_magnitudes(run)
+    total = sum(len(s.magnitudes) for s in run.scores())
+    assert action.size + background.size == total
+    assert action.size > 0 and background.size > 0
+
+
+def test_timeline_figure_stacks_scores_magnitude_detections_and_gt(run):
+    fig = plotting.timeline_figure(run)
+    axes = fig.get_axes()
+    assert len(axes) == 4
+    video = run.split.names[run.video_index()]
+    assert axes[0].get_title().startswith(video)
+    assert [ax.get_ylabel() for ax in axes] == ['score', 'magnitude u', 'detection score',
+                                                'ground truth']
+    assert axes[3].get_xlabel() == 'time (s)'
+    assert len(axes[0].get_lines()) == 2  # fused score and segment softmax
+    assert len(axes[1].get_lines()) == 1
+    assert axes[2].collections or axes[2].texts  # detections, or "no detections"
+    assert axes[3].collections  # ground-truth bars
+    assert_not_blank(_pixels(fig))
+
+
+def test_timeline_detections_are_those_of_localisation(run):
+    t = plotting.video_timeline(run)
+    v = run.video_index()
+    det = plotting.localization.localize_video(run.scores()[v], run.localize_config)
+    c = run.names.index(t.class_name)
+    np.testing.assert_allclose(t.detections[:, 2], det.score[det.class_idx == c])
+    assert len(t.proposals) >= len(t.detections)
+    assert t.times.shape == t.fused.shape == t.magnitude.shape
+    assert len(t.gt) >= 1  # the default video is the first with ground truth
+    with pytest.raises(UserError, match='not in the test split'):
+        plotting.video_timeline(run, 'no_such_video')
+    with pytest.raises(UserError, match='is not one of'):
+        plotting.video_timeline(run, class_name='NoSuchClass')
+
+
+def test_curves_figure_shows_losses_and_map(tiny_run):
+    fig = plotting.curves_figure(tiny_run)
+    axes = fig.get_axes()
+    assert len(axes) == 4
+    assert [ax.get_title() for ax in axes] == [
+        'L_cls (classification)', 'L_um (uncertainty modelling)', 'L_be (background entropy)',
+        'detection mAP on test']
+    for ax in axes[:3]:
+        assert len(ax.get_lines()) == 1 and len(ax.get_lines()[0].get_xdata()) == 3
+    # one line per tIoU threshold plus the average
+    assert len(axes[3].get_lines()) == 7 + 1
+    assert axes[3].get_ylabel() == 'mAP (%)'
+    assert_not_blank(_pixels(fig))
+
+
+def test_curves_figure_without_metrics_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match='no metrics.jsonl'):
+        plotting.curves_figure(str(tmp_path))
+
+
+def test_plot_command_writes_the_pngs(tiny_run, tmp_path, capsys):
+    import matplotlib.image
+    out = tmp_path / 'figures'
+    assert cli.main(['plot', '--workdir', tiny_run, '--out', str(out), '--quiet']) == 0
+    files = sorted(os.listdir(out))
+    assert files[0] == 'curves.png' and files[1] == 'magnitudes.png'
+    assert len(files) == 3 and files[2].startswith('timeline_video_test_')
+    for name in files:
+        assert_not_blank(255 * matplotlib.image.imread(str(out / name))[..., :3])
+    assert capsys.readouterr().out.count('wrote ') == 3
+
+
+def test_missing_matplotlib_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)  # import matplotlib raises ImportError
+    with pytest.raises(UserError, match=r'pip install -e \.\[viz\]'):
+        plotting.new_figure()
+
+
+def test_save_png_is_atomic(tmp_path):
+    fig, axes = plotting.new_figure()
+    axes[0, 0].plot([0, 1], [1, 0])
+    path = plotting.save_png(fig, str(tmp_path / 'a.png'))
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert os.listdir(tmp_path) == ['a.png']  # no temporary file left
