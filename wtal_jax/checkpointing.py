@@ -5,9 +5,11 @@ items ``state`` (the :class:`~wtal_jax.train.TrainState` pytree) and ``meta`` (J
 names, feature size, the metrics of that step). Orbax writes each step atomically.
 """
 
+import contextlib
 import json
 import os
 
+from absl import logging as absl_logging
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
@@ -33,23 +35,43 @@ def open_manager(workdir: str, *, keep: int = 2, best_metric: str | None = None,
     are kept only while they are among the latest.
     """
     policies = [ocm.LatestN(n=keep)]
+    best_fn = None
     if best_metric:
-        policies.append(ocm.BestN(get_metric_fn=lambda m: m[best_metric],
-                                  reverse=best_mode == 'min', n=1,
+        best_fn = lambda m: m[best_metric]  # noqa: E731
+        policies.append(ocm.BestN(get_metric_fn=best_fn, reverse=best_mode == 'min', n=1,
                                   keep_checkpoints_without_metrics=False))
+    # Orbax writes a step's metrics to disk only when ``best_fn`` is set; without them on disk
+    # a resumed run would forget which earlier step was best and delete it.
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocm.AnyPreservationPolicy(policies), read_only=read_only,
-        create=not read_only, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-                                 options=options)
+        create=not read_only, enable_async_checkpointing=False, best_fn=best_fn,
+        best_mode=best_mode, save_interval_steps=0 if read_only else 1)
+    directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    # A read-only manager logs an absl warning that says only that it is read-only.
+    with _absl_errors_only(read_only):
+        return ocp.CheckpointManager(directory, options=options)
+
+
+@contextlib.contextmanager
+def _absl_errors_only(active: bool = True):
+    """Silences Orbax's absl warnings about what we do on purpose (they would reach stderr)."""
+    level = absl_logging.get_verbosity()
+    if active:
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
          metrics: dict | None = None) -> None:
     """Saves ``state`` and JSON ``meta`` at ``step`` (with ``metrics`` for the best policy)."""
-    manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-        metrics=metrics, force=True)
+    # Without metrics Orbax warns that the best-checkpoint policy got none: that is intended.
+    with _absl_errors_only(metrics is None):
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            metrics=metrics, force=True)
     manager.wait_until_finished()
 
 
@@ -62,8 +84,9 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
 
 def best_step(manager: ocp.CheckpointManager, best_metric: str, best_mode: str = 'max'):
     """The saved step with the best ``best_metric``, or None when no step has it."""
-    scored = [(m.metrics[best_metric], m.step) for m in manager.checkpoints
-              if m.metrics and best_metric in m.metrics]
+    metrics = {step: manager.metrics(step) for step in manager.all_steps()}
+    scored = [(m[best_metric], step) for step, m in metrics.items()
+              if m and best_metric in m]
     if not scored:
         return None
     return (max if best_mode == 'max' else min)(scored)[1]

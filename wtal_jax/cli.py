@@ -32,6 +32,8 @@ def _config(args, overrides):
 
 def cmd_train(args, overrides) -> int:
     from wtal_jax import evaluation, experiment
+    if not args.workdir:  # --config alone would train into nowhere; --workdir alone resumes
+        raise UserError('train needs --workdir (and --config, unless resuming a run there)')
     cfg = _config(args, overrides)
     metrics = experiment.train_and_evaluate(cfg, args.workdir, progress=not args.quiet)
     if metrics:

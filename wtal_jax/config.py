@@ -42,7 +42,8 @@ def default_config() -> ml_collections.ConfigDict:
     d.segment_seconds = 16 / 25       # seconds per original segment (16 frames at 25 fps)
     d.use_duration = False            # True: seconds per segment = duration / n (ActivityNet)
     d.train = ml_collections.ConfigDict(dict(
-        split_file='split_train.txt', feature_dir='features/train', subset='validation'))
+        # The THUMOS'14 gt.json marks its 200 validation videos (our training set) 'train'.
+        split_file='split_train.txt', feature_dir='features/train', subset='train'))
     d.test = ml_collections.ConfigDict(dict(
         split_file='split_test.txt', feature_dir='features/test', subset='test'))
 

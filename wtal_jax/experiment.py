@@ -86,8 +86,14 @@ class Evaluator:
         scores = self.scores(params)
         results = localization.localize(dict(zip(self.split.names, scores)),
                                         self.split.class_names, self.localize_cfg)
+        # mAP averages over the classes of the ground truth; a detection of a class that the
+        # evaluated subset lacks cannot change any AP, and load_predictions rejects its label.
+        known = set(self.gt.class_names)
+        scored = dict(results, results={
+            video: [d for d in dets if d['label'] in known]
+            for video, dets in results['results'].items()})
         detection = evaluation.evaluate_detection(
-            self.gt, evaluation.load_predictions(results, self.gt), self.tious)
+            self.gt, evaluation.load_predictions(scored, self.gt), self.tious)
         p_act = np.stack([s.p_act for s in scores])
         metrics = {
             'average_mAP': float(detection.average_map),
@@ -245,7 +251,16 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         batch_size=cfg.train.batch_size, seed=cfg.seed)
     step_fn = train.compile_train_step(model, tx, hp, devices)
 
+    def last_good() -> str:
+        latest = manager.latest_step()
+        return f'step {latest} in {workdir}' if latest is not None else 'none'
+
     def evaluate_and_save(step: int, with_eval: bool) -> dict | None:
+        # The loss of a step is computed before its update: an update that overflowed shows
+        # only in the parameters, and must not be saved as a good checkpoint.
+        if not all(bool(jax.numpy.isfinite(x).all()) for x in jax.tree.leaves(state.params)):
+            raise TrainingDiverged(f'non-finite parameters after step {step}; last good '
+                                   f'checkpoint: {last_good()}')
         metrics = None
         if with_eval:
             metrics, _, _ = evaluator(state.params)
@@ -269,8 +284,8 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
             values = train.host_metrics(metrics)
             if not all(math.isfinite(v) for v in values.values()):
                 raise TrainingDiverged(
-                    f'non-finite loss at step {step} ({values}); last good checkpoint: step '
-                    f'{manager.latest_step()} in {workdir}')
+                    f'non-finite loss at step {step} ({values}); last good checkpoint: '
+                    f'{last_good()}')
             window.append(values)
             if step % cfg.train.log_every_steps == 0 or step == cfg.train.num_steps:
                 mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}

@@ -7,6 +7,25 @@ import jax
 import jax.numpy as jnp
 
 _LOG_CLAMP = -100.0  # PyTorch's BCELoss clamps each log at -100.
+# Below this argument a log's derivative (1/x) is about to overflow float32; torch's gradient
+# there vanishes after the softmax anyway (it is multiplied by p ~ 0).
+_TINY = 1e-30
+
+
+def _clamped_log(x: jax.Array, *, one_minus: bool = False) -> jax.Array:
+    """max(log(x), -100) (or of log(1 - x)), with a zero gradient, not NaN, where x ~ 0.
+
+    ``jnp.maximum(jnp.log(0), -100)`` has the right value but a NaN gradient (0 * inf), which
+    a single video with an underflowed softmax (or a masked, padded one) spreads to every
+    parameter. Values are exactly the clamped logs.
+    """
+    x = jnp.asarray(x)  # the test below must see the value the logs will see
+    arg = 1.0 - x if one_minus else x
+    small = arg < _TINY
+    log = (lambda v: jnp.log1p(-v)) if one_minus else jnp.log
+    safe = jnp.where(small, 0.0 if one_minus else 1.0, x)
+    clamped = jax.lax.stop_gradient(jnp.maximum(log(x), _LOG_CLAMP))
+    return jnp.where(small, clamped, log(safe))
 
 
 def normalize_labels(labels: jax.Array) -> jax.Array:
@@ -17,8 +36,8 @@ def normalize_labels(labels: jax.Array) -> jax.Array:
 
 def binary_cross_entropy(probs: jax.Array, targets: jax.Array) -> jax.Array:
     """Element-wise -(y log p + (1-y) log(1-p)) with each log clamped at -100, as torch's BCELoss."""
-    log_p = jnp.maximum(jnp.log(probs), _LOG_CLAMP)
-    log_q = jnp.maximum(jnp.log1p(-probs), _LOG_CLAMP)
+    log_p = _clamped_log(probs)
+    log_q = _clamped_log(probs, one_minus=True)
     return -(targets * log_p + (1.0 - targets) * log_q)
 
 
@@ -34,7 +53,7 @@ def classification_loss(*, p_act: jax.Array, labels: jax.Array,
     if variant == 'release':
         return jnp.mean(binary_cross_entropy(p_act, targets), axis=-1)
     if variant == 'paper':
-        return -jnp.sum(targets * jnp.maximum(jnp.log(p_act), _LOG_CLAMP), axis=-1)
+        return -jnp.sum(targets * _clamped_log(p_act), axis=-1)
     raise ValueError(f'unknown classification loss variant {variant!r}')
 
 
@@ -61,7 +80,7 @@ def background_entropy_loss(*, p_bkg: jax.Array, bkg_softmax: jax.Array,
         return jnp.mean(binary_cross_entropy(p_bkg, jnp.full_like(p_bkg, 1.0 / num_classes)),
                         axis=-1)
     if variant == 'paper':
-        return -jnp.mean(jnp.maximum(jnp.log(bkg_softmax), _LOG_CLAMP), axis=-1)
+        return -jnp.mean(_clamped_log(bkg_softmax), axis=-1)
     raise ValueError(f'unknown background entropy loss variant {variant!r}')
 
 

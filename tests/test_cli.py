@@ -1,0 +1,300 @@
+"""End to end through ``python -m wtal_jax``: train, evaluate, detect, map; bad input gives one
+line on stderr and exit status 2, never a traceback, and leaves earlier results intact."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from wtal_jax import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTHETIC_CONFIG = os.path.join(REPO, 'configs', 'synthetic.py')
+DATA = dict(num_classes=3, num_train=20, num_test=8, feature_dim=8, min_segments=20,
+            max_segments=60, seed=0)
+TINY = [f'--config.synthetic.{k}={v}' for k, v in DATA.items()] + [
+    '--config.data.feature_dim=16', '--config.data.num_segments=32',
+    '--config.model.embed_dim=32', '--config.train.batch_size=8',
+    '--config.train.log_every_steps=1', '--config.eval.chunk_segments=256',
+    '--config.optim.learning_rate=1e-3']
+RESULT_KEYS = {'tiou_thresholds', 'mAP', 'average_mAP', 'ap'}
+
+
+def command(*args):
+    return [sys.executable, '-m', 'wtal_jax', *args]
+
+
+def cli_env():
+    return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONWARNINGS='default')
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(command(*args), capture_output=True, text=True, cwd=cwd,
+                          env=cli_env(), timeout=300)
+
+
+def assert_ok(proc):
+    assert proc.returncode == 0, f'stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}'
+    assert 'Traceback' not in proc.stderr
+
+
+def assert_one_line_error(proc, command_name, *words):
+    assert proc.returncode == 2, f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}'
+    assert 'Traceback' not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f'wtal-jax {command_name}: error: '), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def video_names(root, split):
+    with open(os.path.join(root, f'split_{split}.txt')) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('cli') / 'data')
+    synthetic.generate(root, **DATA)
+    with open(os.path.join(root, 'gt.json')) as f:
+        database = json.load(f)['database']
+    test_labels = {a['label'] for v in database.values() if v['subset'] == 'test'
+                   for a in v['annotations']}
+    # `map` on our own results needs every class in the test ground truth (as the official
+    # evaluation does); this data set has them.
+    assert len(test_labels) == DATA['num_classes'], test_labels
+    return root
+
+
+@pytest.fixture(scope='module')
+def trained(data_root, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp('cli') / 'run')
+    proc = run_cli('train', '--config', SYNTHETIC_CONFIG, '--workdir', workdir, '--quiet',
+                   *TINY, f'--config.data.root={data_root}', '--config.train.num_steps=4',
+                   '--config.eval.every_steps=2', '--config.checkpoint.every_steps=2',
+                   cwd=os.path.dirname(workdir))
+    return workdir, proc
+
+
+def test_train(trained):
+    workdir, proc = trained
+    assert_ok(proc)
+    assert 'final evaluation on test (step 4)' in proc.stdout
+    assert 'mAP@tIoU' in proc.stdout and 'AVG' in proc.stdout
+    assert os.path.isfile(os.path.join(workdir, 'config.json'))
+    assert os.path.isdir(os.path.join(workdir, 'checkpoints', '4'))
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r['step'] for r in rows if r['split'] == 'train'] == [1, 2, 3, 4]
+    assert [r['step'] for r in rows if r['split'] == 'test'] == [2, 4]
+
+
+@pytest.fixture(scope='module')
+def evaluated(trained):
+    workdir, _ = trained
+    return workdir, run_cli('evaluate', '--workdir', workdir, '--quiet', cwd=workdir)
+
+
+def test_evaluate_writes_results_and_metrics(data_root, evaluated):
+    workdir, proc = evaluated
+    assert_ok(proc)
+    assert 'mAP@tIoU' in proc.stdout and 'checkpoint step' in proc.stdout
+    with open(os.path.join(workdir, 'results_test.json')) as f:
+        results = json.load(f)
+    assert set(results['results']) == set(video_names(data_root, 'test'))
+    detections = [d for dets in results['results'].values() for d in dets]
+    assert detections
+    for d in detections:
+        assert set(d) == {'label', 'score', 'segment'}
+        assert d['label'] in {f'Class{c:02d}' for c in range(DATA['num_classes'])}
+        assert len(d['segment']) == 2 and d['segment'][0] <= d['segment'][1]
+    with open(os.path.join(workdir, 'metrics_test.json')) as f:
+        metrics = json.load(f)
+    assert RESULT_KEYS | {'step', 'split', 'accuracy', 'classification_mAP'} <= set(metrics)
+    np.testing.assert_allclose(metrics['tiou_thresholds'], np.arange(1, 8) / 10)
+    assert metrics['average_mAP'] == pytest.approx(np.mean(metrics['mAP']))
+    # The best checkpoint by test average mAP, and the same figures as training logged there.
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        evals = [json.loads(line) for line in f if '"test"' in line]
+    best = max(evals, key=lambda r: (r['average_mAP'], r['step']))
+    assert metrics['step'] == best['step']
+    assert metrics['average_mAP'] == pytest.approx(best['average_mAP'], abs=1e-9)
+
+
+def test_map_on_the_written_results(data_root, evaluated, tmp_path):
+    workdir, _ = evaluated
+    out = tmp_path / 'map.json'
+    proc = run_cli('map', '--ground-truth', os.path.join(data_root, 'gt.json'),
+                   '--predictions', os.path.join(workdir, 'results_test.json'),
+                   '--json', str(out), cwd=str(tmp_path))
+    assert_ok(proc)
+    assert 'mAP@tIoU' in proc.stdout
+    with open(out) as f:
+        figures = json.load(f)
+    assert set(figures) == RESULT_KEYS
+    assert set(figures['ap']) == {f'Class{c:02d}' for c in range(DATA['num_classes'])}
+    with open(os.path.join(workdir, 'metrics_test.json')) as f:
+        metrics = json.load(f)
+    np.testing.assert_allclose(figures['mAP'], metrics['mAP'], atol=1e-12)
+    assert figures['average_mAP'] == pytest.approx(metrics['average_mAP'], abs=1e-12)
+
+
+def test_detect_matches_evaluation_detections(data_root, evaluated, tmp_path):
+    workdir, _ = evaluated
+    names = video_names(data_root, 'test')[:3]
+    specs = [','.join(os.path.join(data_root, 'features', 'test', s, n + '.npy')
+                      for s in ('rgb', 'flow')) for n in names]
+    out = tmp_path / 'detections.json'
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(out), *specs,
+                   cwd=str(tmp_path))
+    assert_ok(proc)
+    assert 'detections for 3 videos' in proc.stdout
+    with open(out) as f:
+        detected = json.load(f)['results']
+    with open(os.path.join(workdir, 'results_test.json')) as f:
+        evaluated_results = json.load(f)['results']
+    assert list(detected) == names
+    for name in names:       # same checkpoint (best), same features: same detections
+        a, b = detected[name], evaluated_results[name]
+        assert [d['label'] for d in a] == [d['label'] for d in b]
+        np.testing.assert_allclose([d['score'] for d in a], [d['score'] for d in b], rtol=1e-5)
+        np.testing.assert_allclose([d['segment'] for d in a], [d['segment'] for d in b],
+                                   rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, exit status 2
+
+
+def _first_train(root):
+    return video_names(root, 'train')[0]
+
+
+def _feature(root, stream, video, split='train'):
+    return os.path.join(root, 'features', split, stream, video + '.npy')
+
+
+def _missing_feature(root):
+    os.unlink(_feature(root, 'rgb', _first_train(root)))
+
+
+def _length_mismatch(root):
+    path = _feature(root, 'flow', _first_train(root))
+    np.save(path, np.load(path)[:-1])
+
+
+def _wrong_size(root):
+    path = _feature(root, 'rgb', _first_train(root))
+    np.save(path, np.load(path)[:, :-1])
+
+
+def _nan_features(root, split='train'):
+    video = video_names(root, split)[0]
+    path = _feature(root, 'rgb', video, split)
+    array = np.load(path)
+    array[3, 2] = np.nan
+    np.save(path, array)
+
+
+def _bogus_label(root):
+    path = os.path.join(root, 'gt.json')
+    with open(path) as f:
+        gt = json.load(f)
+    gt['database'][_first_train(root)]['annotations'][0]['label'] = 'Bogus'
+    with open(path, 'w') as f:
+        json.dump(gt, f)
+
+
+def _empty_split(root):
+    open(os.path.join(root, 'split_train.txt'), 'w').close()
+
+
+# name -> (how to break a copy of the data set, extra arguments, words the message names)
+BAD_TRAIN_INPUTS = {
+    'missing_feature_file': (_missing_feature, [], ['feature file not found', '.npy']),
+    'rgb_flow_length_mismatch': (_length_mismatch, [], ['streams differ in length']),
+    'wrong_feature_size': (_wrong_size, [], ['15 values per segment', 'feature_dim 16']),
+    'nan_in_features': (_nan_features, [], ['NaN or Inf at segment 3']),
+    'label_outside_class_list': (
+        _bogus_label, ['--config.data.class_names=Class00,Class01,Class02'], ["'Bogus'"]),
+    'empty_split_file': (_empty_split, [], ['split_train.txt', 'lists no videos']),
+    'missing_config_file': (None, ['--config=MISSING'], ['no_such_config.py', 'not found']),
+    'unknown_override_key': (None, ['--config.train.num_stepz=3'],
+                             ['train.num_stepz', 'no such field']),
+    'no_workdir': (None, ['NO_WORKDIR'], ['--workdir']),
+}
+
+
+@pytest.fixture(scope='module')
+def bad_train_runs(data_root, tmp_path_factory):
+    """Every bad-input case, each on its own broken copy, all started at once (they are slow
+    to start and quick to fail)."""
+    base = tmp_path_factory.mktemp('bad')
+    procs = {}
+    for name, (breaker, extra, _) in BAD_TRAIN_INPUTS.items():
+        folder = base / name
+        root = str(folder / 'data')
+        shutil.copytree(data_root, root)
+        if breaker is not None:
+            breaker(root)
+        config_file = SYNTHETIC_CONFIG
+        workdir = ['--workdir', str(folder / 'run')]
+        args = []
+        for item in extra:
+            if item == '--config=MISSING':
+                config_file = str(folder / 'no_such_config.py')
+            elif item == 'NO_WORKDIR':
+                workdir = []
+            else:
+                args.append(item)
+        argv = command('train', '--config', config_file, *workdir,
+                       '--quiet', *TINY, f'--config.data.root={root}',
+                       '--config.synthetic.enabled=false', '--config.train.num_steps=1',
+                       *args)
+        procs[name] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, cwd=str(folder), env=cli_env())
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return results
+
+
+@pytest.mark.parametrize('case', sorted(BAD_TRAIN_INPUTS))
+def test_bad_train_input_is_one_line_exit_2(bad_train_runs, case):
+    assert_one_line_error(bad_train_runs[case], 'train', *BAD_TRAIN_INPUTS[case][2])
+
+
+def test_failing_runs_leave_earlier_results_intact(data_root, evaluated, tmp_path):
+    workdir, proc = evaluated
+    assert_ok(proc)
+    results_path = os.path.join(workdir, 'results_test.json')
+    metrics_path = os.path.join(workdir, 'metrics_test.json')
+    with open(results_path, 'rb') as f:
+        results_before = f.read()
+    with open(metrics_path, 'rb') as f:
+        metrics_before = f.read()
+    # The same evaluation on a copy of the data whose first test video has a NaN: it fails.
+    broken = str(tmp_path / 'data')
+    shutil.copytree(data_root, broken)
+    _nan_features(broken, 'test')
+    proc = run_cli('evaluate', '--workdir', workdir, '--quiet', f'--config.data.root={broken}',
+                   cwd=str(tmp_path))
+    assert_one_line_error(proc, 'evaluate', 'NaN or Inf')
+    with open(results_path, 'rb') as f:
+        assert f.read() == results_before
+    with open(metrics_path, 'rb') as f:
+        assert f.read() == metrics_before
+    # detect over an existing output file, with one feature file missing: the file stays.
+    out = tmp_path / 'detections.json'
+    out.write_text('{"previous": true}')
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(out),
+                   _feature(data_root, 'rgb', video_names(data_root, 'test')[0], 'test') + ','
+                   + str(tmp_path / 'missing_flow.npy'), cwd=str(tmp_path))
+    assert_one_line_error(proc, 'detect', 'missing_flow.npy')
+    assert json.loads(out.read_text()) == {'previous': True}

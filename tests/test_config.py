@@ -1,0 +1,184 @@
+"""Config files, typed overrides, errors and the JSON round trip; SPEC values in configs/."""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+
+from wtal_jax import config
+from wtal_jax.errors import UserError
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+# SPEC §1, in the SPEC's order (typed here, not imported from the package).
+SPEC_THUMOS14_CLASSES = (
+    'BaseballPitch BasketballDunk Billiards CleanAndJerk CliffDiving CricketBowling CricketShot '
+    'Diving FrisbeeCatch GolfSwing HammerThrow HighJump JavelinThrow LongJump PoleVault Shotput '
+    'SoccerPenalty TennisSwing ThrowDiscus VolleyballSpiking').split()
+
+
+def locked_default():
+    cfg = config.default_config()
+    cfg.lock()
+    return cfg
+
+
+@pytest.mark.parametrize('text,expected', [('true', True), ('True', True), ('1', True),
+                                           ('yes', True), ('false', False), ('0', False),
+                                           ('no', False)])
+def test_bool_override(text, expected):
+    cfg = locked_default()
+    config.apply_overrides(cfg, [f'--config.synthetic.enabled={text}'])
+    assert cfg.synthetic.enabled is expected
+
+
+def test_scalar_overrides_keep_their_types():
+    cfg = locked_default()
+    config.apply_overrides(cfg, ['--config.train.num_steps=25', '--config.optim.learning_rate=3e-4',
+                                 '--config.loss.margin=50', 'config.data.modality=rgb',
+                                 'seed=7'])
+    assert cfg.train.num_steps == 25 and type(cfg.train.num_steps) is int
+    assert cfg.optim.learning_rate == 3e-4 and type(cfg.optim.learning_rate) is float
+    assert cfg.loss.margin == 50.0 and type(cfg.loss.margin) is float
+    assert cfg.data.modality == 'rgb'
+    assert cfg.seed == 7
+
+
+def test_tuple_overrides():
+    cfg = locked_default()
+    config.apply_overrides(cfg, ['--config.eval.tiou_thresholds=0.3,0.5,0.7',
+                                 '--config.localize.families=score'])
+    assert cfg.eval.tiou_thresholds == (0.3, 0.5, 0.7)
+    assert all(type(v) is float for v in cfg.eval.tiou_thresholds)
+    assert cfg.localize.families == ('score',)
+    config.apply_overrides(cfg, ['--config.eval.tiou_thresholds=[0.1, 0.2]'])
+    assert cfg.eval.tiou_thresholds == (0.1, 0.2)
+    # An empty tuple takes the items as given (strings from a comma list, numbers from JSON).
+    config.apply_overrides(cfg, ['--config.optim.lr_list=[0.001, 0.0005]',
+                                 '--config.data.class_names=A,B,C'])
+    assert cfg.optim.lr_list == (0.001, 0.0005)
+    assert cfg.data.class_names == ('A', 'B', 'C')
+
+
+def test_later_overrides_win_and_values_may_contain_equals():
+    cfg = locked_default()
+    config.apply_overrides(cfg, ['--config.data.root=a=b', '--config.seed=1', '--config.seed=2'])
+    assert cfg.data.root == 'a=b' and cfg.seed == 2
+
+
+@pytest.mark.parametrize('item,words', [
+    ('--config.train.num_stepz=3', ['train.num_stepz', 'no such field']),
+    ('--config.trian.num_steps=3', ['trian', 'no section']),
+    ('--config.seed.x=3', ['seed', 'no section']),
+    ('--config.train.num_steps', ['expected', 'KEY=VALUE']),
+    ('--config.train.num_steps=ten', ['train.num_steps=ten', 'int']),
+    ('--config.optim.learning_rate=fast', ['learning_rate', 'float']),
+    ('--config.synthetic.enabled=maybe', ['enabled', 'bool']),
+    ('--config.eval.tiou_thresholds=0.1,x', ['tiou_thresholds', 'float']),
+    ('--config.eval.tiou_thresholds=[0.1,', ['tiou_thresholds']),
+])
+def test_bad_overrides_are_user_errors(item, words):
+    cfg = locked_default()
+    with pytest.raises(UserError) as info:
+        config.apply_overrides(cfg, [item], source='my.py')
+    message = str(info.value)
+    assert '\n' not in message
+    for word in words:
+        assert word in message
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(UserError, match='config file not found'):
+        config.load_config(str(tmp_path / 'missing.py'))
+    broken = tmp_path / 'broken.py'
+    broken.write_text('def get_config(:\n')
+    with pytest.raises(UserError, match='broken.py: cannot load config: SyntaxError'):
+        config.load_config(str(broken))
+    raising = tmp_path / 'raising.py'
+    raising.write_text('import no_such_module_here\n')
+    with pytest.raises(UserError, match='ModuleNotFoundError'):
+        config.load_config(str(raising))
+    empty = tmp_path / 'empty.py'
+    empty.write_text('X = 1\n')
+    with pytest.raises(UserError, match='no get_config'):
+        config.load_config(str(empty))
+    with pytest.raises(UserError, match='no such field'):
+        config.load_config(os.path.join(CONFIGS, 'thumos14.py'), ['--config.model.typo=1'])
+
+
+def test_loaded_configs_are_locked():
+    cfg = config.load_config(os.path.join(CONFIGS, 'thumos14.py'))
+    with pytest.raises((AttributeError, KeyError)):
+        cfg.train.num_stepz = 3
+
+
+def test_to_dict_from_dict_round_trip():
+    cfg = config.load_config(os.path.join(CONFIGS, 'synthetic.py'),
+                             ['--config.optim.lr_list=[0.001,0.002]', '--config.seed=3'])
+    as_dict = config.to_dict(cfg)
+    text = json.dumps(as_dict)                      # JSON-ready
+    back = config.from_dict(json.loads(text))
+    assert config.to_dict(back) == as_dict
+    assert back.eval.tiou_thresholds == cfg.eval.tiou_thresholds     # tuples again
+    assert isinstance(back.eval.tiou_thresholds, tuple)
+    assert back.optim.lr_list == (0.001, 0.002) and back.seed == 3
+    assert back.data.train.split_file == cfg.data.train.split_file
+    with pytest.raises((AttributeError, KeyError)):
+        back.new_field = 1                        # locked
+    config.apply_overrides(back, ['--config.train.batch_size=4'])
+    assert back.train.batch_size == 4
+
+
+@pytest.mark.parametrize('name', sorted(f for f in os.listdir(CONFIGS) if f.endswith('.py')))
+def test_every_config_file_loads(name):
+    cfg = config.load_config(os.path.join(CONFIGS, name))
+    assert isinstance(cfg, ml_collections.ConfigDict)
+    config.from_dict(config.to_dict(cfg))
+
+
+def test_thumos14_has_the_spec_values():
+    cfg = config.load_config(os.path.join(CONFIGS, 'thumos14.py'))
+    assert list(cfg.data.class_names) == SPEC_THUMOS14_CLASSES
+    assert cfg.data.num_segments == 750
+    assert cfg.data.feature_dim == 2048 and cfg.data.modality == 'all'
+    assert cfg.data.segment_seconds == pytest.approx(16 / 25)
+    assert cfg.data.train.subset != cfg.data.test.subset == 'test'
+    assert cfg.model.embed_dim == 2048
+    assert cfg.model.dropout_rate == 0.7 and cfg.model.selection_dropout == 0.7
+    assert (cfg.model.r_act, cfg.model.r_bkg) == (9, 4)
+    assert (cfg.loss.alpha, cfg.loss.beta, cfg.loss.margin) == (5e-4, 1.0, 100.0)
+    assert (cfg.loss.cls_variant, cfg.loss.be_variant) == ('release', 'release')
+    assert cfg.train.num_steps == 10_000 and cfg.train.batch_size == 16
+    assert cfg.optim.learning_rate == 1e-4 and cfg.optim.weight_decay == 5e-4
+    assert (cfg.optim.b1, cfg.optim.b2, cfg.optim.eps) == (0.9, 0.999, 1e-8)
+    np.testing.assert_allclose(cfg.eval.tiou_thresholds, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    assert cfg.eval.class_threshold == 0.2
+    z = cfg.localize
+    assert z.theta_vid == 0.2 and z.upsample == 24
+    np.testing.assert_allclose(z.score_thresholds, np.arange(10) * 0.025, atol=1e-12)
+    np.testing.assert_allclose(z.magnitude_thresholds, 0.4 + np.arange(9) * 0.025, atol=1e-12)
+    assert (z.min_run_length, z.outer_ratio, z.p_act_weight, z.nms_iou) == (2, 0.25, 0.2, 0.6)
+    assert (z.segment_frames, z.fps) == (16, 25.0)
+
+
+def test_thumos14_training_subset_matches_the_real_annotations(thumos14_dir):
+    """The real gt.json (SPEC §1 layout) tags the 200 training videos with the config's subset."""
+    cfg = config.load_config(os.path.join(CONFIGS, 'thumos14.py'))
+    with open(os.path.join(thumos14_dir, 'gt.json')) as f:
+        database = json.load(f)['database']
+    with open(os.path.join(thumos14_dir, cfg.data.train.split_file)) as f:
+        train_videos = [line.strip() for line in f if line.strip()]
+    assert {database[v]['subset'] for v in train_videos} == {cfg.data.train.subset}
+
+
+@pytest.mark.parametrize('name', ['activitynet12.py', 'activitynet13.py'])
+def test_activitynet_configs(name):
+    cfg = config.load_config(os.path.join(CONFIGS, name))
+    assert cfg.data.num_segments == 50
+    np.testing.assert_allclose(cfg.eval.tiou_thresholds, np.linspace(0.5, 0.95, 10))
+    assert len(cfg.eval.tiou_thresholds) == 10
+    assert cfg.data.train.subset == 'training' and cfg.data.test.subset == 'validation'
+    assert cfg.data.use_duration and cfg.localize.use_duration
+    assert cfg.data.class_names == ()           # 100 / 200 classes, read from the annotations
