@@ -162,3 +162,22 @@ def test_an_overflowing_update_is_not_saved_as_a_good_checkpoint(data_root, tmp_
     assert saved_steps(str(workdir)) == [1]
     state, step = latest_state(workdir)
     assert step == 1 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
+
+
+def test_resume_refuses_a_changed_training_config(data_root, tmp_path):
+    workdir = tmp_path / 'run'
+    train(data_root, workdir, *RUN, '--config.train.num_steps=2')
+    before = saved_steps(workdir)
+    with pytest.raises(experiment.UserError, match=r'loss\.alpha: 0\.0005 -> 0\.0'):
+        train(data_root, workdir, *RUN, '--config.train.num_steps=4', '--config.loss.alpha=0')
+    assert saved_steps(workdir) == before
+    # Longer training is a resumption, not a different run.
+    train(data_root, workdir, *RUN, '--config.train.num_steps=3')
+    assert max(saved_steps(workdir)) == 3
+
+
+def test_init_from_with_other_shapes_is_one_clear_error(data_root, uninterrupted, tmp_path):
+    full_dir, _, _ = uninterrupted
+    with pytest.raises(experiment.UserError, match='parameter shapes'):
+        train(data_root, tmp_path / 'run', '--config.train.num_steps=1',
+              '--config.model.embed_dim=16', f'--config.train.init_from={full_dir}')

@@ -108,10 +108,11 @@ def test_rejects_bad_arguments():
         TrainBatches(features, labels, num_segments=5, batch_size=2, seed=0).batch(-1)
 
 
-def test_prefetch_yields_what_direct_calls_give():
+@pytest.mark.parametrize('num_workers', [1, 4])
+def test_prefetch_yields_what_direct_calls_give(num_workers):
     features, labels = make_videos(40)
     batches = TrainBatches(features, labels, num_segments=10, batch_size=8, seed=2)
-    got = list(prefetch(batches.batch, 3, 20, buffer_size=3))
+    got = list(prefetch(batches.batch, 3, 20, buffer_size=3, num_workers=num_workers))
     assert [step for step, _ in got] == list(range(3, 20))
     for step, batch in got:
         direct = batches.batch(step)
@@ -147,8 +148,20 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
     stream.close()
     # The producer is joined on close; a few batches beyond the consumer at most were made.
     time.sleep(0.1)
-    assert {t.ident for t in threading.enumerate() if t.name == 'wtal-prefetch'} <= before
+    assert {t.ident for t in threading.enumerate()
+            if t.name.startswith('wtal-prefetch')} <= before
     assert len(calls) <= 4 + 2 + 1
+
+
+def test_prefetch_workers_run_concurrently():
+    # Two workers, each batch waits for the other one to start: one worker would deadlock.
+    barrier = threading.Barrier(2, timeout=5)
+
+    def batch_fn(step):
+        barrier.wait()
+        return step
+
+    assert [s for s, _ in prefetch(batch_fn, 0, 4, buffer_size=1, num_workers=2)] == [0, 1, 2, 3]
 
 
 def test_prefetch_empty_range():

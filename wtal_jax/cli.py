@@ -103,11 +103,6 @@ def cmd_detect(args, overrides) -> int:
     return 0
 
 
-def cmd_bench(args, overrides) -> int:
-    from wtal_jax import bench
-    return bench.main(args)
-
-
 # Modules that register their own subcommands with ``add_parser(subparsers)``; each subparser
 # sets ``func(args, overrides) -> exit status``. Imported lazily so optional extras (torch,
 # matplotlib) are imported only by the commands that need them.

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from wtal_jax import checkpointing, data, evaluation, inference, input_pipeline, localization
-from wtal_jax import synthetic, train
+from wtal_jax import config as config_lib, synthetic, train
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic
 
@@ -67,8 +67,9 @@ class Evaluator:
 
     def __init__(self, cfg, split: data.Split, model, *, split_name: str):
         self.cfg, self.split, self.split_name = cfg, split, split_name
-        self.packed = inference.pack(split.features, num_segments=cfg.data.num_segments,
-                                     chunk_size=cfg.eval.chunk_segments)
+        self.packed = inference.on_device(inference.pack(
+            split.features, num_segments=cfg.data.num_segments,
+            chunk_size=cfg.eval.chunk_segments))
         self.predictor = inference.Predictor(model, r_act=cfg.model.r_act,
                                              r_bkg=cfg.model.r_bkg)
         self.localize_cfg = localization.LocalizeConfig(**cfg.localize)
@@ -156,8 +157,12 @@ def load_checkpoint(path: str, *, which: str = 'best'):
     meta = manager.restore(step, args=checkpointing.ocp.args.Composite(
         meta=checkpointing.ocp.args.JsonRestore())).meta
     names = tuple(meta['class_names'])
-    model, _, _, state = build(cfg, names)
-    state, _ = checkpointing.restore(manager, step, checkpointing.abstract_like(state))
+    model = train.make_model(cfg, len(names))
+    tx = train.make_optimizer(cfg.optim)
+    abstract = jax.eval_shape(lambda: train.create_train_state(
+        model, tx, seed=cfg.seed, feature_dim=cfg.data.feature_dim,
+        num_segments=cfg.data.num_segments))
+    state, _ = checkpointing.restore(manager, step, abstract)
     return cfg, names, model, state, step
 
 
@@ -192,6 +197,34 @@ def _truncate_metrics(workdir: str, step: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # Training
 
+# Fields that may change between a run and its resumption: how long, how often, where from.
+RESUMABLE_CHANGES = ('train.num_steps', 'train.log_every_steps', 'train.prefetch',
+                     'train.prefetch_workers', 'train.num_devices', 'eval.every_steps',
+                     'eval.chunk_segments', 'checkpoint.every_steps', 'data.root')
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _check_same_run(workdir: str, cfg) -> None:
+    """Refuses to resume a run under a config that would change what it trains."""
+    saved = _flatten(config_lib.to_dict(checkpointing.read_config(workdir)))
+    wanted = _flatten(config_lib.to_dict(cfg))
+    changed = sorted(k for k in saved.keys() | wanted.keys()
+                     if saved.get(k) != wanted.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        details = ', '.join(f'{k}: {saved.get(k)!r} -> {wanted.get(k)!r}' for k in changed[:4])
+        raise UserError(f'{workdir} holds a run trained with another config ({details}); '
+                        f'use a new --workdir to train this one')
+
+
 def num_devices(requested: int) -> int:
     """Local devices to train on: ``requested``, or all of them for 0."""
     available = jax.local_device_count()
@@ -214,13 +247,15 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     prepare_dataset(cfg, progress=progress)
+    # Saved absolute, so that the run can be evaluated or plotted from any directory.
+    cfg.data.root = os.path.abspath(cfg.data.root)
     names = class_names(cfg)
     train_split = load_split(cfg, 'train', names, progress=progress)
     eval_split = load_split(cfg, cfg.eval.split, names, progress=progress)
-    for split in (train_split, eval_split):
+    for split_name, split in (('train', train_split), (cfg.eval.split, eval_split)):
         if split.num_clipped:
-            print(f'note: {split.num_clipped} annotations end after their video and were '
-                  f'clipped', file=sys.stderr)
+            print(f'note: {split.num_clipped} annotations of the {split_name} split end after '
+                  f'their video and were clipped', file=sys.stderr)
     model, tx, hp, state = build(cfg, names)
     devices = num_devices(cfg.train.num_devices)
     if cfg.train.batch_size % devices:
@@ -232,6 +267,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                                          best_metric=best_key, best_mode=cfg.checkpoint.best_mode)
     start = manager.latest_step()
     if start is not None:
+        _check_same_run(workdir, cfg)
         state, _ = checkpointing.restore(manager, start, checkpointing.abstract_like(state))
         _truncate_metrics(workdir, start)
         print(f'resuming from step {start} in {workdir}', file=sys.stderr)
@@ -241,6 +277,11 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
             _, init_names, _, init_state, init_step = load_checkpoint(cfg.train.init_from)
             if init_names != names:
                 raise UserError(f'{cfg.train.init_from}: classes differ from the data set')
+            found, wanted = (jax.tree.map(np.shape, p) for p in (init_state.params, state.params))
+            if found != wanted:
+                raise UserError(f'{cfg.train.init_from}: parameter shapes {found} do not fit '
+                                f'this config ({wanted}): check data.feature_dim and '
+                                f'model.embed_dim')
             state = state.replace(params=init_state.params, opt_state=tx.init(init_state.params))
             print(f'initialised from {cfg.train.init_from} (step {init_step})', file=sys.stderr)
     checkpointing.write_config(workdir, cfg)
@@ -275,11 +316,12 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
     shown = {'metrics': None, 'rate': 0.0}
     bar = tqdm(total=cfg.train.num_steps, initial=start, disable=not progress, unit='step',
                dynamic_ncols=True)
-    stream = input_pipeline.prefetch(batches.batch, start, cfg.train.num_steps,
-                                     buffer_size=cfg.train.prefetch)
+    stream = input_pipeline.prefetch(
+        lambda s: train.shard_batch(batches.batch(s), devices), start, cfg.train.num_steps,
+        buffer_size=cfg.train.prefetch, num_workers=cfg.train.prefetch_workers)
     try:
         for step_index, batch in stream:
-            state, metrics = step_fn(state, train.shard_batch(batch, devices))
+            state, metrics = step_fn(state, batch)
             step = step_index + 1
             values = train.host_metrics(metrics)
             if not all(math.isfinite(v) for v in values.values()):

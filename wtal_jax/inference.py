@@ -63,6 +63,12 @@ def pack(features: list[np.ndarray], *, num_segments: int, chunk_size: int) -> P
                         num_segments=np.array([len(f) for f in features], np.int64))
 
 
+def on_device(packed: PackedVideos) -> PackedVideos:
+    """The same videos with their chunks copied to the default device once, so that repeated
+    evaluations (every ``eval.every_steps`` during training) do not copy them again."""
+    return dataclasses.replace(packed, chunks=jax.device_put(packed.chunks))
+
+
 def _embed_chunk(params, chunk: jax.Array, *, model: UMModel) -> tuple[jax.Array, jax.Array]:
     """One (N, D) chunk -> class activations (N, C) and feature magnitudes (N,)."""
     cas, features = model.apply({'params': params}, chunk[None], train=False)

@@ -4,9 +4,9 @@ NumPy only. Because the batch of a global step depends on nothing but (seed, ste
 from a checkpoint at step s sees exactly the batches an uninterrupted run would have seen.
 """
 
+import collections
+import concurrent.futures
 import math
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -95,59 +95,38 @@ class TrainBatches:
         return {'features': out, 'labels': self.labels[ids], 'mask': mask}
 
 
-_DONE = object()
-
-
-class _Failure:
-    """Carries an exception from the producer thread to the consumer."""
-
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
 def prefetch(batch_fn: Callable[[int], Any], start_step: int, stop_step: int,
-             buffer_size: int = 2) -> Iterator[tuple[int, Any]]:
-    """Yields ``(step, batch_fn(step))`` for start_step <= step < stop_step, prepared ahead.
+             buffer_size: int = 2, num_workers: int = 1) -> Iterator[tuple[int, Any]]:
+    """Yields ``(step, batch_fn(step))`` for start_step <= step < stop_step, in step order.
 
-    A daemon thread keeps up to ``buffer_size`` batches ready so the accelerator does not wait for
-    the host. An exception raised by ``batch_fn`` is re-raised here, at the step it belongs to.
-    Stopping early (``break``, an exception in the consumer, ``close()``) stops the thread too.
+    ``num_workers`` threads prepare up to ``buffer_size + num_workers - 1`` batches ahead, so the
+    accelerator does not wait for the host (NumPy releases the GIL while it gathers and copies
+    features, so several workers help where one batch takes longer than one step). Batches
+    are pure functions of the step, so the order of work never changes what is yielded. An
+    exception raised by ``batch_fn`` is re-raised here, at the step it belongs to. Stopping
+    early (``break``, an exception in the consumer, ``close()``) cancels what is queued and
+    waits for the batches in progress.
     """
-    if buffer_size < 1:
-        raise ValueError(f'buffer_size must be at least 1, got {buffer_size}')
-    buffer: queue.Queue = queue.Queue(maxsize=buffer_size)
-    stop = threading.Event()
+    if buffer_size < 1 or num_workers < 1:
+        raise ValueError(f'buffer_size and num_workers must be at least 1, got {buffer_size} '
+                         f'and {num_workers}')
+    steps = iter(range(start_step, stop_step))
+    pending: collections.deque = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(num_workers,
+                                               thread_name_prefix='wtal-prefetch') as pool:
+        def submit_next() -> None:
+            step = next(steps, None)
+            if step is not None:
+                pending.append((step, pool.submit(batch_fn, step)))
 
-    def put(item) -> bool:
-        # A bounded wait, so a consumer that has gone away never leaves this thread blocked.
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
         try:
-            for step in range(start_step, stop_step):
-                if not put((step, batch_fn(step))):
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, re-raised there
-            put(_Failure(e))
-            return
-        put(_DONE)
-
-    thread = threading.Thread(target=produce, name='wtal-prefetch', daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5.0)
+            for _ in range(buffer_size + num_workers - 1):
+                submit_next()
+            while pending:
+                step, future = pending.popleft()
+                batch = future.result()
+                submit_next()
+                yield step, batch
+        finally:
+            for _, future in pending:
+                future.cancel()
