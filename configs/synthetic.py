@@ -13,15 +13,18 @@ from wtal_jax.config import default_config
 def get_config():
     c = default_config()
     c.synthetic.enabled = True
+    c.synthetic.num_train = 200             # like THUMOS'14: 200 training videos
+    c.synthetic.num_test = 100
+    c.synthetic.num_classes = 5
+    c.synthetic.feature_dim = 128           # per stream; D = 256 with both
+    c.synthetic.min_segments = 60
+    c.synthetic.max_segments = 500
     c.data.root = 'data/synthetic'          # relative to the working directory
     c.data.class_names = ()                 # Class00, Class01, ... from the annotations
     c.data.feature_dim = 2 * c.synthetic.feature_dim
-    c.data.num_segments = 128
-    c.model.embed_dim = 256
-    c.loss.margin = 100.0
-    c.train.num_steps = 600
-    c.train.batch_size = 16
+    c.data.num_segments = 256               # T
+    c.model.embed_dim = 512                 # E
+    c.train.num_steps = 1000
     c.eval.every_steps = 100
     c.checkpoint.every_steps = 100
-    c.train.log_every_steps = 10
     return c
