@@ -6,7 +6,6 @@ the user's input ends in one line on stderr and exit status 2, never a traceback
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 import types
@@ -146,8 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     for name in _COMMAND_MODULES:
-        if importlib.util.find_spec(f'wtal_jax.{name}') is None:  # TEMPORARY while modules land
-            continue
         importlib.import_module(f'wtal_jax.{name}').add_parser(sub)
     return parser
 
