@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-nbformat = pytest.importorskip('nbformat')
-nbclient = pytest.importorskip('nbclient')
-pytest.importorskip('matplotlib')
+nbformat = pytest.importorskip('nbformat', reason='notebooks run with the [test] extra (nbformat)')
+nbclient = pytest.importorskip('nbclient', reason='notebooks run with the [test] extra (nbclient)')
+pytest.importorskip('matplotlib', reason='figures need the [viz] extra (matplotlib)')
 
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
 CELL_TIMEOUT_S = 240

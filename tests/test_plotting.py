@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip('matplotlib')
+pytest.importorskip('matplotlib', reason='figures need the [viz] extra (matplotlib)')
 
 from wtal_jax import cli, config, data, experiment, plotting  # noqa: E402
 from wtal_jax.errors import UserError  # noqa: E402
