@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from wtal_jax import ablation, cli, experiment
+from wtal_jax.tools import ablation
+from wtal_jax import cli
+from wtal_jax.runs import experiment
 from wtal_jax.errors import UserError
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

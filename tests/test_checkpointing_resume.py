@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from wtal_jax import checkpointing, config, experiment, synthetic
+from wtal_jax.runs import checkpointing, experiment
+from wtal_jax import config
+from wtal_jax.data import synthetic
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 

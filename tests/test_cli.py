@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from wtal_jax import synthetic
+from wtal_jax.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_CONFIG = os.path.join(REPO, 'configs', 'synthetic.py')

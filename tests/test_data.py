@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from wtal_jax import data
+from wtal_jax.data import dataset
 from wtal_jax.errors import UserError
 
 CLASSES = ('Jump', 'Run', 'Swim')
@@ -64,8 +64,8 @@ def assert_one_line_error(call, *fragments):
 
 def test_data_modules_do_not_import_jax():
     """The host-side data code stays NumPy only: quick to import, usable by any framework."""
-    code = ('import sys; import wtal_jax.data, wtal_jax.sampling, wtal_jax.input_pipeline, '
-            'wtal_jax.synthetic; print(sorted(m for m in sys.modules if m.split(".")[0] in '
+    code = ('import sys; import wtal_jax.data.dataset, wtal_jax.data.sampling, wtal_jax.data.pipeline, '
+            'wtal_jax.data.synthetic; print(sorted(m for m in sys.modules if m.split(".")[0] in '
             '("jax", "jaxlib", "flax", "torch")))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]'
@@ -76,14 +76,14 @@ def test_data_modules_do_not_import_jax():
 
 
 def test_thumos14_classes_are_the_spec_order():
-    assert len(data.THUMOS14_CLASSES) == 20
-    assert data.THUMOS14_CLASSES[0] == 'BaseballPitch'
-    assert data.THUMOS14_CLASSES[-1] == 'VolleyballSpiking'
-    assert list(data.THUMOS14_CLASSES) == sorted(data.THUMOS14_CLASSES)
+    assert len(dataset.THUMOS14_CLASSES) == 20
+    assert dataset.THUMOS14_CLASSES[0] == 'BaseballPitch'
+    assert dataset.THUMOS14_CLASSES[-1] == 'VolleyballSpiking'
+    assert list(dataset.THUMOS14_CLASSES) == sorted(dataset.THUMOS14_CLASSES)
 
 
 def test_real_thumos14_annotations(thumos14_dir):
-    annotations = data.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
+    annotations = dataset.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
     assert len(annotations) == 410
     subsets = [a.subset for a in annotations.values()]
     assert subsets.count('test') == 210
@@ -92,15 +92,15 @@ def test_real_thumos14_annotations(thumos14_dir):
     np.testing.assert_allclose(first.segments[0], [18.6, 24.8])  # written as strings
     assert first.labels[0] == 'HighJump'
     for subset in sorted(set(subsets)):
-        names = data.class_names_from(annotations, [subset], ())
-        assert names == data.THUMOS14_CLASSES
+        names = dataset.class_names_from(annotations, [subset], ())
+        assert names == dataset.THUMOS14_CLASSES
 
 
 def test_real_thumos14_split_with_clipping(thumos14_dir, tmp_path):
     """Real annotations, fake features of each video's true length: clipped ends are counted."""
     with open(os.path.join(thumos14_dir, 'durations.json')) as f:
         durations = json.load(f)
-    annotations = data.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
+    annotations = dataset.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
     with open(os.path.join(thumos14_dir, 'split_test.txt')) as f:
         names = f.read().split()[:12]
     lengths = {name: int(durations[name]['duration'] * 25 / 16) for name in names}
@@ -110,9 +110,9 @@ def test_real_thumos14_split_with_clipping(thumos14_dir, tmp_path):
             np.save(tmp_path / 'f' / stream / (name + '.npy'),
                     np.ones((lengths[name], 4), np.float32))
     (tmp_path / 'split.txt').write_text('\n'.join(names))
-    split = data.load_split(str(tmp_path), annotation_file=os.path.join(thumos14_dir, 'gt.json'),
+    split = dataset.load_split(str(tmp_path), annotation_file=os.path.join(thumos14_dir, 'gt.json'),
                             split_file='split.txt', feature_dir='f', subset='test', modality='all',
-                            class_names=data.THUMOS14_CLASSES, feature_dim=8)
+                            class_names=dataset.THUMOS14_CLASSES, feature_dim=8)
     expected_clipped = 0
     for v, name in enumerate(names):
         end = lengths[name] * 16 / 25
@@ -130,7 +130,7 @@ def test_annotations_accept_numbers_and_strings(tmp_path):
             {'segment': [1, '2.5'], 'label': 'Run'}, {'segment': [3.0, 3.0], 'label': 'Jump'}]},
         'b': {'subset': 'test', 'annotations': []},
         'c': {'subset': 'test'}}})
-    annotations = data.load_annotations(path)
+    annotations = dataset.load_annotations(path)
     assert list(annotations) == ['a', 'b', 'c']
     np.testing.assert_array_equal(annotations['a'].segments, [[1.0, 2.5], [3.0, 3.0]])
     assert annotations['a'].segments.dtype == np.float64
@@ -141,13 +141,13 @@ def test_annotations_accept_numbers_and_strings(tmp_path):
 
 def test_class_names_from():
     annotations = {
-        'a': data.VideoAnnotation('train', None, np.zeros((2, 2)), ('Swim', 'Jump')),
-        'b': data.VideoAnnotation('test', None, np.zeros((1, 2)), ('Zzz',))}
-    assert data.class_names_from(annotations, ['train'], ()) == ('Jump', 'Swim')
-    assert data.class_names_from(annotations, ['train', 'test'], ()) == ('Jump', 'Swim', 'Zzz')
-    assert data.class_names_from(annotations, ['train'], ['B', 'A']) == ('B', 'A')
-    assert_one_line_error(lambda: data.class_names_from(annotations, ['nope'], ()), 'nope')
-    assert_one_line_error(lambda: data.class_names_from(annotations, [], ['A', 'A']), 'A')
+        'a': dataset.VideoAnnotation('train', None, np.zeros((2, 2)), ('Swim', 'Jump')),
+        'b': dataset.VideoAnnotation('test', None, np.zeros((1, 2)), ('Zzz',))}
+    assert dataset.class_names_from(annotations, ['train'], ()) == ('Jump', 'Swim')
+    assert dataset.class_names_from(annotations, ['train', 'test'], ()) == ('Jump', 'Swim', 'Zzz')
+    assert dataset.class_names_from(annotations, ['train'], ['B', 'A']) == ('B', 'A')
+    assert_one_line_error(lambda: dataset.class_names_from(annotations, ['nope'], ()), 'nope')
+    assert_one_line_error(lambda: dataset.class_names_from(annotations, [], ['A', 'A']), 'A')
 
 
 @pytest.mark.parametrize('content,fragments', [
@@ -174,7 +174,7 @@ def test_bad_annotation_files(tmp_path, content, fragments):
     path = tmp_path / 'gt.json'
     if content is not None:
         path.write_text(content)
-    assert_one_line_error(lambda: data.load_annotations(str(path)), str(path), *fragments)
+    assert_one_line_error(lambda: dataset.load_annotations(str(path)), str(path), *fragments)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_load_split_all_modalities(tmp_path):
         'v1': [(1.0, 1.0, 'Swim')],  # zero length: kept
         'v2': [(5.0, 9.0, 'Run')]},  # ends after the video (10 segments = 6.4 s): clipped
         lengths={'v1': 4})
-    split = data.load_split(str(tmp_path), **kwargs)
+    split = dataset.load_split(str(tmp_path), **kwargs)
     assert split.names == ('v0', 'v1', 'v2') and len(split) == 3
     assert split.class_names == CLASSES and split.feature_dim == 6
     np.testing.assert_array_equal(split.labels, [[1, 1, 0], [0, 0, 1], [0, 1, 0]])
@@ -202,8 +202,8 @@ def test_load_split_all_modalities(tmp_path):
     np.testing.assert_allclose(split.gt[2].segments, [[5.0, 6.4]])
     assert split.num_clipped == 1
 
-    rgb = data.load_split(str(tmp_path), **{**kwargs, 'modality': 'rgb', 'feature_dim': 3})
-    flow = data.load_split(str(tmp_path), **{**kwargs, 'modality': 'flow', 'feature_dim': None})
+    rgb = dataset.load_split(str(tmp_path), **{**kwargs, 'modality': 'rgb', 'feature_dim': 3})
+    flow = dataset.load_split(str(tmp_path), **{**kwargs, 'modality': 'flow', 'feature_dim': None})
     assert rgb.features[1][0, 0] == 10 and flow.features[1][0, 0] == 11
     assert flow.feature_dim == 3
 
@@ -213,12 +213,12 @@ def test_load_split_durations(tmp_path):
     db = json.loads((tmp_path / 'gt.json').read_text())
     db['database']['v0']['duration'] = 7.5
     write_json(str(tmp_path / 'gt.json'), db)
-    by_segments = data.load_split(str(tmp_path), **kwargs)
+    by_segments = dataset.load_split(str(tmp_path), **kwargs)
     np.testing.assert_allclose(by_segments.gt[0].segments, [[1.0, 6.4]])
     assert by_segments.durations[0] == 7.5
-    by_duration = data.load_split(str(tmp_path), **kwargs, use_duration=True)
+    by_duration = dataset.load_split(str(tmp_path), **kwargs, use_duration=True)
     np.testing.assert_allclose(by_duration.gt[0].segments, [[1.0, 7.5]])
-    longer = data.load_split(str(tmp_path), **kwargs, segment_seconds=1.0)
+    longer = dataset.load_split(str(tmp_path), **kwargs, segment_seconds=1.0)
     np.testing.assert_allclose(longer.gt[0].segments, [[1.0, 8.0]])
     assert longer.num_clipped == 0
 
@@ -226,17 +226,17 @@ def test_load_split_durations(tmp_path):
 def test_unlabelled_videos(tmp_path):
     kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')], 'v1': []}, subset='test',
                           split='test')
-    split = data.load_split(str(tmp_path), **kwargs)
+    split = dataset.load_split(str(tmp_path), **kwargs)
     np.testing.assert_array_equal(split.labels[1], [0, 0, 0])
     assert split.gt[1].segments.shape == (0, 2) and split.gt[1].classes.shape == (0,)
     # A training video needs a label: weak supervision has nothing else.
-    assert_one_line_error(lambda: data.load_split(str(tmp_path), **kwargs, require_labels=True),
+    assert_one_line_error(lambda: dataset.load_split(str(tmp_path), **kwargs, require_labels=True),
                           'v1', 'gt.json')
 
 
 def test_progress_bar_does_not_change_the_result(tmp_path, capsys):
     kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')]})
-    split = data.load_split(str(tmp_path), **kwargs, progress=True)
+    split = dataset.load_split(str(tmp_path), **kwargs, progress=True)
     assert split.names == ('v0',)
     assert 'loading' in capsys.readouterr().err
 
@@ -250,7 +250,7 @@ class TestLoadSplitErrors:
         return make_dataset(tmp_path, self.videos, **kw)
 
     def load(self, tmp_path, kwargs):
-        return lambda: data.load_split(str(tmp_path), **kwargs)
+        return lambda: dataset.load_split(str(tmp_path), **kwargs)
 
     def test_missing_split_file(self, tmp_path):
         kwargs = self.setup(tmp_path)
@@ -387,7 +387,7 @@ def test_other_numeric_dtypes_become_float32(tmp_path):
     kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')]})
     np.save(feature_path(tmp_path, 'v0'), np.arange(30, dtype=np.float64).reshape(10, 3))
     np.save(feature_path(tmp_path, 'v0', 'flow'), np.ones((10, 3), np.int16))
-    split = data.load_split(str(tmp_path), **kwargs)
+    split = dataset.load_split(str(tmp_path), **kwargs)
     assert split.features[0].dtype == np.float32
     np.testing.assert_array_equal(split.features[0][1], [3, 4, 5, 1, 1, 1])
 
@@ -400,15 +400,15 @@ def test_load_feature_files(tmp_path):
     rgb, flow = str(tmp_path / 'rgb.npy'), str(tmp_path / 'flow.npy')
     np.save(rgb, np.zeros((5, 2), np.float32))
     np.save(flow, np.ones((5, 3), np.float32))
-    one = data.load_feature_files([rgb])
+    one = dataset.load_feature_files([rgb])
     assert one.shape == (5, 2) and one.dtype == np.float32
-    both = data.load_feature_files([rgb, flow], feature_dim=5)
+    both = dataset.load_feature_files([rgb, flow], feature_dim=5)
     np.testing.assert_array_equal(both[0], [0, 0, 1, 1, 1])
-    assert_one_line_error(lambda: data.load_feature_files([rgb, flow], feature_dim=4),
+    assert_one_line_error(lambda: dataset.load_feature_files([rgb, flow], feature_dim=4),
                           'expected feature_dim 4', '5 values', rgb)
-    assert_one_line_error(lambda: data.load_feature_files([rgb, flow, rgb]), '3')
-    assert_one_line_error(lambda: data.load_feature_files([]), '0')
+    assert_one_line_error(lambda: dataset.load_feature_files([rgb, flow, rgb]), '3')
+    assert_one_line_error(lambda: dataset.load_feature_files([]), '0')
     np.save(flow, np.ones((6, 3), np.float32))
-    assert_one_line_error(lambda: data.load_feature_files([rgb, flow]), 'has 5', 'has 6')
-    assert_one_line_error(lambda: data.load_feature_files([str(tmp_path / 'x.npy')]),
+    assert_one_line_error(lambda: dataset.load_feature_files([rgb, flow]), 'has 5', 'has 6')
+    assert_one_line_error(lambda: dataset.load_feature_files([str(tmp_path / 'x.npy')]),
                           'x.npy', 'not found')

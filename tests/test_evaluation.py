@@ -1,4 +1,4 @@
-"""Tests for wtal_jax.evaluation: detection mAP against a literal port of the official ActivityNet
+"""Tests for wtal_jax.postprocess.evaluation: detection mAP against a literal port of the official ActivityNet
 code, hand-computed cases, properties, bad input, and the video-level metrics."""
 
 import json
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from wtal_jax import evaluation as ev
+from wtal_jax.postprocess import evaluation as ev
 from wtal_jax.errors import UserError
 
 THUMOS_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -635,6 +635,6 @@ def test_classification_map():
 
 
 def test_evaluation_does_not_import_jax():
-    code = 'import sys, wtal_jax.evaluation; print("jax" in sys.modules)'
+    code = 'import sys, wtal_jax.postprocess.evaluation; print("jax" in sys.modules)'
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'False'

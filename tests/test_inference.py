@@ -4,8 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from wtal_jax import inference, sampling, train
-from wtal_jax.models import UMModel
+from wtal_jax.postprocess import inference
+from wtal_jax.data import sampling
+from wtal_jax.method import train
+from wtal_jax.method.models import UMModel
 
 C, D, E = 4, 6, 16
 T = 24                 # num_segments

@@ -1,4 +1,4 @@
-"""Tests of wtal_jax.localization (SPEC §5): hand-built cases for every rule, and a literal port
+"""Tests of wtal_jax.postprocess.localization (SPEC §5): hand-built cases for every rule, and a literal port
 of the authors' release (test.py + utils.get_proposal_oic + utils.nms) on random scores of the
 real THUMOS'14 test video lengths."""
 
@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from wtal_jax import localization as loc
+from wtal_jax.postprocess import localization as loc
 from wtal_jax.errors import UserError
-from wtal_jax.localization import LocalizeConfig, VideoScores
+from wtal_jax.postprocess.localization import LocalizeConfig, VideoScores
 
 # Positions are segments (no interpolation) in the hand-built cases; values there are dyadic
 # (multiples of 1/8), so interpolation at the integer points and every mean below are exact.
@@ -585,7 +585,7 @@ def test_bad_input_raises_user_error():
 
 
 def test_localization_imports_neither_jax_nor_scipy():
-    code = ('import sys, wtal_jax.localization; '
+    code = ('import sys, wtal_jax.postprocess.localization; '
             'print(sorted({"jax", "scipy", "torch"} & {m.split(".")[0] for m in sys.modules}))')
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=root,

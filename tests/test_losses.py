@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wtal_jax import losses
+from wtal_jax.method import losses
 
 
 def np_bce(p, y):
@@ -214,7 +214,7 @@ def test_total_loss_eq5_weights():
 
 def test_per_video_losses_combine_the_three_with_alpha_and_beta():
     """train.per_video_losses wires selection outputs to the three losses (SPEC §3 defaults)."""
-    from wtal_jax import selection, train
+    from wtal_jax.method import selection, train
     rng = np.random.default_rng(6)
     cas = rng.normal(size=(2, 12, 3)).astype(np.float32)
     feats = np.abs(rng.normal(0, 20, (2, 12, 5))).astype(np.float32)
@@ -243,8 +243,8 @@ _GRAD_CHECK = textwrap.dedent('''
     import jax.numpy as jnp
     import numpy as np
     from jax.test_util import check_grads
-    from wtal_jax import train
-    from wtal_jax.models import UMModel
+    from wtal_jax.method import train
+    from wtal_jax.method.models import UMModel
 
     model = UMModel(num_classes=3, embed_dim=8, dropout_rate=0.5)
     rng = np.random.default_rng(0)

@@ -8,7 +8,10 @@ import pytest
 
 pytest.importorskip('matplotlib', reason='figures need the [viz] extra (matplotlib)')
 
-from wtal_jax import cli, config, data, experiment, plotting  # noqa: E402
+from wtal_jax import cli, config
+from wtal_jax.data import dataset
+from wtal_jax.runs import experiment
+from wtal_jax.tools import plotting  # noqa: E402
 from wtal_jax.errors import UserError  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -46,7 +49,7 @@ def assert_not_blank(pixels: np.ndarray) -> None:
 
 
 def test_action_mask_marks_segments_inside_instances():
-    gt = data.GroundTruth(segments=np.array([[1.0, 2.0], [5.5, 9.0]]), classes=np.array([0, 1]))
+    gt = dataset.GroundTruth(segments=np.array([[1.0, 2.0], [5.5, 9.0]]), classes=np.array([0, 1]))
     # 10 segments of 1 s, not subsampled: centres 0.5, 1.5, ..., 9.5.
     mask = plotting.action_mask(gt, 10, 10, 1.0)
     np.testing.assert_array_equal(np.flatnonzero(mask), [1, 5, 6, 7, 8])  # 5.5 is inside

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 # The module, not its functions: pytest would collect a bare ``test_indices`` as a test.
-from wtal_jax import sampling
+from wtal_jax.data import sampling
 
 
 def release_random_perturb(length, num_segments, choice):

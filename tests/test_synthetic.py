@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from wtal_jax import data, synthetic
+from wtal_jax.data import dataset, synthetic
 from wtal_jax.errors import UserError
 
 SMALL = dict(num_classes=3, num_train=12, num_test=6, feature_dim=8, min_segments=20,
@@ -16,7 +16,7 @@ SMALL = dict(num_classes=3, num_train=12, num_test=6, feature_dim=8, min_segment
 
 def load(root, split, class_names, modality='all', feature_dim=16):
     subset = synthetic.TRAIN_SUBSET if split == 'train' else synthetic.TEST_SUBSET
-    return data.load_split(str(root), annotation_file='gt.json', split_file=f'split_{split}.txt',
+    return dataset.load_split(str(root), annotation_file='gt.json', split_file=f'split_{split}.txt',
                            feature_dir=f'features/{split}', subset=subset, modality=modality,
                            class_names=class_names, feature_dim=feature_dim,
                            require_labels=split == 'train')
@@ -43,9 +43,9 @@ def test_layout_and_formats(small):
     # Bounds are strings in seconds, like the real THUMOS'14 file.
     assert all(isinstance(b, str) for item in first['annotations'] for b in item['segment'])
 
-    annotations = data.load_annotations(os.path.join(root, 'gt.json'))
+    annotations = dataset.load_annotations(os.path.join(root, 'gt.json'))
     assert len(annotations) == 18
-    assert data.class_names_from(annotations, [synthetic.TRAIN_SUBSET], ()) == names
+    assert dataset.class_names_from(annotations, [synthetic.TRAIN_SUBSET], ()) == names
 
     train, test = load(root, 'train', names), load(root, 'test', names)
     assert len(train) == 12 and len(test) == 6
@@ -61,7 +61,7 @@ def test_layout_and_formats(small):
 def test_features_non_negative_and_labels_match_annotations(small):
     root, params = small
     names = tuple(params['class_names'])
-    annotations = data.load_annotations(os.path.join(root, 'gt.json'))
+    annotations = dataset.load_annotations(os.path.join(root, 'gt.json'))
     for split in ('train', 'test'):
         loaded = load(root, split, names)
         for v, video in enumerate(loaded.names):
@@ -153,7 +153,7 @@ def test_parameter_checks(tmp_path):
     params = synthetic.generate(str(tmp_path / 'named'), **{
         **small, 'num_train': 2, 'num_test': 1, 'class_names': ['Jump', 'Run']})
     assert params['num_classes'] == 2
-    annotations = data.load_annotations(str(tmp_path / 'named' / 'gt.json'))
+    annotations = dataset.load_annotations(str(tmp_path / 'named' / 'gt.json'))
     assert {label for a in annotations.values() for label in a.labels} <= {'Jump', 'Run'}
 
 
@@ -197,7 +197,7 @@ def segment_labels(split):
     out = []
     for gt, n in zip(split.gt, split.num_segments):
         labels = np.full(n, -1)
-        middle = (np.arange(n) + 0.5) * data.SEGMENT_SECONDS
+        middle = (np.arange(n) + 0.5) * dataset.SEGMENT_SECONDS
         for (start, end), c in zip(gt.segments, gt.classes):
             labels[(middle >= start) & (middle < end)] = c
         out.append(labels)

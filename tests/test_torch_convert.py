@@ -1,4 +1,4 @@
-"""Tests of ``wtal_jax.torch_convert``: the authors' PyTorch layout <-> Flax, through the CLI.
+"""Tests of ``wtal_jax.tools.torch_convert``: the authors' PyTorch layout <-> Flax, through the CLI.
 
 The reference is a small PyTorch implementation of SPEC §2-§3 written here (the release's
 architecture and parameter names, our own code). Its random weights go through
@@ -22,9 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wtal_jax import cli, experiment, selection, torch_convert, train
+from wtal_jax import cli
+from wtal_jax.runs import experiment
+from wtal_jax.method import selection, train
+from wtal_jax.tools import torch_convert
 from wtal_jax.errors import UserError
-from wtal_jax.models import UMModel
+from wtal_jax.method.models import UMModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'thumos14.py')
@@ -293,7 +296,7 @@ def test_detect_accepts_the_converted_run(converted, tmp_path, capsys):
 
 def test_importing_the_package_never_imports_torch():
     """Every command's parser imports ``torch_convert``; that must not import torch."""
-    code = ('import sys, wtal_jax, wtal_jax.torch_convert; from wtal_jax import cli; '
+    code = ('import sys, wtal_jax, wtal_jax.tools.torch_convert; from wtal_jax import cli; '
             'cli.build_parser(); assert "torch" not in sys.modules, "torch was imported"')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             cwd=REPO, timeout=120)

@@ -14,8 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from wtal_jax import train
-from wtal_jax.models import UMModel
+from wtal_jax.method import train
+from wtal_jax.method.models import UMModel
 
 
 def optim_cfg(**kw):
@@ -228,7 +228,7 @@ _PMAP_CHECK = textwrap.dedent('''
     import sys
     sys.path.insert(0, os.environ['TESTS_DIR'])
     from test_train import make_batch, setup
-    from wtal_jax import train, losses
+    from wtal_jax.method import train, losses
 
     assert jax.local_device_count() == 4, jax.local_devices()
 

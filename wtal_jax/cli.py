@@ -21,7 +21,8 @@ def _add_config_args(parser: argparse.ArgumentParser, *, required: bool) -> None
 
 
 def _config(args, overrides):
-    from wtal_jax import checkpointing, config
+    from wtal_jax.runs import checkpointing
+    from wtal_jax import config
     if args.config:
         return config.load_config(args.config, overrides)
     cfg = checkpointing.read_config(args.workdir)
@@ -30,7 +31,8 @@ def _config(args, overrides):
 
 
 def cmd_train(args, overrides) -> int:
-    from wtal_jax import evaluation, experiment
+    from wtal_jax.postprocess import evaluation
+    from wtal_jax.runs import experiment
     if not args.workdir:  # --config alone would train into nowhere; --workdir alone resumes
         raise UserError('train needs --workdir (and --config, unless resuming a run there)')
     cfg = _config(args, overrides)
@@ -45,7 +47,9 @@ def cmd_train(args, overrides) -> int:
 
 def cmd_evaluate(args, overrides) -> int:
     """Evaluates a run directory's best (or a given) checkpoint on its test split."""
-    from wtal_jax import config as config_lib, evaluation, experiment
+    from wtal_jax import config as config_lib
+    from wtal_jax.postprocess import evaluation
+    from wtal_jax.runs import experiment
     from wtal_jax.io_utils import write_json_atomic
     source = args.checkpoint or args.workdir
     if not source:
@@ -74,7 +78,7 @@ def cmd_evaluate(args, overrides) -> int:
 
 def cmd_map(args, overrides) -> int:
     """Standalone drop-in for the official ActivityNet detection evaluation."""
-    from wtal_jax import evaluation
+    from wtal_jax.postprocess import evaluation
     from wtal_jax.io_utils import write_json_atomic
     if overrides:
         raise UserError(f'map takes no config overrides: {" ".join(overrides)}')
@@ -94,7 +98,7 @@ def cmd_map(args, overrides) -> int:
 
 def cmd_detect(args, overrides) -> int:
     """Detections for videos without annotations, from their feature files."""
-    from wtal_jax import experiment
+    from wtal_jax.runs import experiment
     detections = experiment.detect(args.checkpoint, args.features, overrides=overrides,
                                    output=args.output, which=args.which)
     print(f'wrote {sum(len(v) for v in detections["results"].values())} detections for '
@@ -105,7 +109,7 @@ def cmd_detect(args, overrides) -> int:
 # Modules that register their own subcommands with ``add_parser(subparsers)``; each subparser
 # sets ``func(args, overrides) -> exit status``. Imported lazily so optional extras (torch,
 # matplotlib) are imported only by the commands that need them.
-_COMMAND_MODULES = ('bench', 'torch_convert', 'plotting', 'ablation')
+_COMMAND_MODULES = ('tools.bench', 'tools.torch_convert', 'tools.plotting', 'tools.ablation')
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,7 +67,8 @@ def forward_flops(lengths, d: int, e: int, c: int) -> float:
 def bench_train_step(args) -> dict:
     import jax
     import jax.numpy as jnp
-    from wtal_jax import config, train
+    from wtal_jax import config
+    from wtal_jax.method import train
     b, t, d, e, c = args.batch_size, args.segments, args.feature_dim, args.embed_dim, args.classes
     cfg = config.default_config()
     cfg.model.embed_dim = e
@@ -112,7 +113,9 @@ def _thumos_test_lengths(folder: str) -> tuple[list[str], np.ndarray]:
 def _random_model_scores(args, videos, lengths):
     """Packed inference with random weights on random features of the real lengths."""
     import jax
-    from wtal_jax import config, inference, train
+    from wtal_jax import config
+    from wtal_jax.postprocess import inference
+    from wtal_jax.method import train
     cfg = config.default_config()
     cfg.model.embed_dim = args.embed_dim
     model = train.make_model(cfg, args.classes)
@@ -130,7 +133,7 @@ def bench_inference(args) -> dict:
     import jax
     videos, lengths = _thumos_test_lengths(args.data)
     cfg, predictor, params, host_packed = _random_model_scores(args, videos, lengths)
-    from wtal_jax import inference
+    from wtal_jax.postprocess import inference
     packed = inference.on_device(host_packed)
     seconds = _timed(lambda: predictor(params, packed, num_segments=args.segments),
                      args.repeats)
@@ -150,7 +153,7 @@ def bench_inference(args) -> dict:
 
 
 def bench_localize_map(args) -> dict:
-    from wtal_jax import evaluation, localization
+    from wtal_jax.postprocess import evaluation, localization
     videos, lengths = _thumos_test_lengths(args.data)
     cfg, predictor, params, packed = _random_model_scores(args, videos, lengths)
     scores = dict(zip(videos, predictor(params, packed, num_segments=args.segments)))

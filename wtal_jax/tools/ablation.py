@@ -90,7 +90,7 @@ def run_config(config_path: str, overrides, setting: Setting, seed: int):
 
 def run_summary(workdir: str, cfg) -> dict:
     """Final-step and best evaluation of a finished run, from its ``metrics.jsonl``."""
-    from wtal_jax import experiment
+    from wtal_jax.runs import experiment
     evals = [r for r in experiment.read_metrics(workdir) if r.get('split') == cfg.eval.split]
     final = [r for r in evals if r['step'] == cfg.train.num_steps]
     if not final:
@@ -119,7 +119,7 @@ def train_one(cfg, workdir: str, *, progress: bool) -> tuple[dict, bool]:
 
     A run directory trained with another config is refused rather than mixed into the table.
     """
-    from wtal_jax import checkpointing, experiment
+    from wtal_jax.runs import checkpointing, experiment
     wanted = config_lib.to_dict(cfg)
     result_path = os.path.join(workdir, RESULT_FILE)
     if os.path.exists(os.path.join(workdir, checkpointing.CONFIG_FILE)):
@@ -190,7 +190,7 @@ def plot_table(table: dict):
 
     The paper's THUMOS'14 numbers are on their own axis (right): compare orderings, not levels.
     """
-    from wtal_jax import plotting
+    from wtal_jax.tools import plotting
     rows = table['rows']
     fig, axes = plotting.new_figure(1, 1, figsize=(1.3 * len(rows) + 3.5, 3.8))
     ax = axes[0, 0]
@@ -265,7 +265,7 @@ def run_study(study: str, *, config_path: str, overrides=(), seeds: int = 3,
     text = format_markdown(table)
     _write_text_atomic(base + '.md', text)
     try:
-        from wtal_jax import plotting
+        from wtal_jax.tools import plotting
         plotting.save_png(plot_table(table), base + '.png')
     except UserError as e:  # matplotlib missing: the table is still written
         log(f'note: no {base}.png ({e})')

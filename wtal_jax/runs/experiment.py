@@ -12,8 +12,12 @@ import time
 import jax
 import numpy as np
 
-from wtal_jax import checkpointing, data, evaluation, inference, input_pipeline, localization
-from wtal_jax import config as config_lib, synthetic, train
+from wtal_jax.runs import checkpointing
+from wtal_jax.data import dataset, pipeline
+from wtal_jax.postprocess import evaluation, inference, localization
+from wtal_jax import config as config_lib
+from wtal_jax.data import synthetic
+from wtal_jax.method import train
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic
 
@@ -40,14 +44,14 @@ def class_names(cfg) -> tuple[str, ...]:
     """The configured class list, or the sorted labels of the train and test subsets."""
     if cfg.data.class_names:
         return tuple(cfg.data.class_names)
-    annotations = data.load_annotations(os.path.join(cfg.data.root, cfg.data.annotation_file))
-    return data.class_names_from(annotations, (cfg.data.train.subset, cfg.data.test.subset), ())
+    annotations = dataset.load_annotations(os.path.join(cfg.data.root, cfg.data.annotation_file))
+    return dataset.class_names_from(annotations, (cfg.data.train.subset, cfg.data.test.subset), ())
 
 
-def load_split(cfg, split: str, names: tuple[str, ...], *, progress: bool = True) -> data.Split:
+def load_split(cfg, split: str, names: tuple[str, ...], *, progress: bool = True) -> dataset.Split:
     """Loads ``cfg.data.train`` or ``cfg.data.test`` into memory, validated."""
     part = cfg.data[split]
-    return data.load_split(
+    return dataset.load_split(
         cfg.data.root, annotation_file=cfg.data.annotation_file, split_file=part.split_file,
         feature_dir=part.feature_dir, subset=part.subset, modality=cfg.data.modality,
         class_names=names, feature_dim=cfg.data.feature_dim,
@@ -65,7 +69,7 @@ class Evaluator:
     the NumPy localisation and the mAP evaluation.
     """
 
-    def __init__(self, cfg, split: data.Split, model, *, split_name: str):
+    def __init__(self, cfg, split: dataset.Split, model, *, split_name: str):
         self.cfg, self.split, self.split_name = cfg, split, split_name
         self.packed = inference.on_device(inference.pack(
             split.features, num_segments=cfg.data.num_segments,
@@ -287,7 +291,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
     checkpointing.write_config(workdir, cfg)
 
     evaluator = Evaluator(cfg, eval_split, model, split_name=cfg.eval.split)
-    batches = input_pipeline.TrainBatches(
+    batches = pipeline.TrainBatches(
         train_split.features, train_split.labels, num_segments=cfg.data.num_segments,
         batch_size=cfg.train.batch_size, seed=cfg.seed)
     step_fn = train.compile_train_step(model, tx, hp, devices)
@@ -316,7 +320,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
     shown = {'metrics': None, 'rate': 0.0}
     bar = tqdm(total=cfg.train.num_steps, initial=start, disable=not progress, unit='step',
                dynamic_ncols=True)
-    stream = input_pipeline.prefetch(
+    stream = pipeline.prefetch(
         lambda s: train.shard_batch(batches.batch(s), devices), start, cfg.train.num_steps,
         buffer_size=cfg.train.prefetch, num_workers=cfg.train.prefetch_workers)
     try:
@@ -375,7 +379,7 @@ def detect(checkpoint: str, feature_specs: list[str], *, overrides=(), output: s
     seen = {v for v in videos if videos.count(v) > 1}
     if seen:
         raise UserError(f'the same video id comes from several files: {sorted(seen)[:5]}')
-    features = [data.load_feature_files(spec.split(','), feature_dim=cfg.data.feature_dim)
+    features = [dataset.load_feature_files(spec.split(','), feature_dim=cfg.data.feature_dim)
                 for spec in feature_specs]
     packed = inference.pack(features, num_segments=cfg.data.num_segments,
                             chunk_size=cfg.eval.chunk_segments)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from wtal_jax import sampling
+from wtal_jax.data import sampling
 
 
 class TrainBatches:

@@ -26,7 +26,8 @@ import tempfile
 
 import numpy as np
 
-from wtal_jax import data, localization, sampling
+from wtal_jax.data import dataset, sampling
+from wtal_jax.postprocess import localization
 from wtal_jax.errors import UserError
 
 # ``experiment`` (and with it JAX) is imported inside the functions that need it: the CLI imports
@@ -96,7 +97,7 @@ class RunView:
       names: class names, in label-column order.
       model, state, step: the network, the restored train state and its step.
       split: the evaluated split (``cfg.eval.split``, normally 'test'), features in memory.
-      evaluator: :class:`wtal_jax.experiment.Evaluator` of that split.
+      evaluator: :class:`wtal_jax.runs.experiment.Evaluator` of that split.
     """
     workdir: str
     cfg: object
@@ -104,8 +105,8 @@ class RunView:
     model: object
     state: object
     step: int
-    split: data.Split
-    evaluator: object  # wtal_jax.experiment.Evaluator
+    split: dataset.Split
+    evaluator: object  # wtal_jax.runs.experiment.Evaluator
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -115,7 +116,7 @@ class RunView:
 
     def initial_params(self):
         """Parameters of a fresh init with the run's seed: the network before training."""
-        from wtal_jax import experiment
+        from wtal_jax.runs import experiment
         if 'init' not in self._cache:
             self._cache['init'] = experiment.build(self.cfg, self.names)[3].params
         return self._cache['init']
@@ -162,7 +163,8 @@ def load_run(path: str, *, which: str = 'best', overrides=(), progress: bool = F
     saved config, e.g. ``data.root=/data/thumos14`` where the run was trained elsewhere (a
     relative ``data.root`` is relative to the current directory).
     """
-    from wtal_jax import config as config_lib, experiment
+    from wtal_jax import config as config_lib
+    from wtal_jax.runs import experiment
     cfg, names, model, state, step = experiment.load_checkpoint(path, which=which)
     config_lib.apply_overrides(cfg, overrides)
     experiment.prepare_dataset(cfg, progress=progress)
@@ -178,7 +180,7 @@ def load_run(path: str, *, which: str = 'best', overrides=(), progress: bool = F
 # Figure 1: feature magnitudes of action and background segments (paper Fig. 2)
 
 
-def action_mask(gt: data.GroundTruth, num_segments: int, num_sampled: int,
+def action_mask(gt: dataset.GroundTruth, num_segments: int, num_sampled: int,
                 segment_seconds: float) -> np.ndarray:
     """Which test-sampled segments lie inside a ground-truth instance (any class).
 
@@ -195,7 +197,7 @@ def action_mask(gt: data.GroundTruth, num_segments: int, num_sampled: int,
                   axis=1)
 
 
-def _segment_seconds(cfg, split: data.Split, v: int) -> float:
+def _segment_seconds(cfg, split: dataset.Split, v: int) -> float:
     """Seconds per original segment of video ``v``, as ``data.load_split`` clips by."""
     if cfg.data.use_duration and np.isfinite(split.durations[v]):
         return float(split.durations[v]) / int(split.num_segments[v])
@@ -420,7 +422,7 @@ def curves_figure(rows_or_workdir):
     Returns:
       Figure with four axes: L_cls, L_um, L_be, and the evaluation mAP.
     """
-    from wtal_jax import experiment
+    from wtal_jax.runs import experiment
     rows = rows_or_workdir
     if isinstance(rows_or_workdir, (str, os.PathLike)):
         rows = experiment.read_metrics(rows_or_workdir)
@@ -465,7 +467,7 @@ def _safe(name: str) -> str:
 def write_figures(run: RunView, out: str, *, video: str | None = None,
                   class_name: str | None = None) -> list[str]:
     """Writes magnitudes.png, timeline_VIDEO_CLASS.png and curves.png (if metrics exist)."""
-    from wtal_jax import experiment
+    from wtal_jax.runs import experiment
     written = [save_png(magnitude_figure(run), os.path.join(out, 'magnitudes.png'))]
     timeline = video_timeline(run, video, class_name)
     name = f'timeline_{_safe(timeline.video)}_{_safe(timeline.class_name)}.png'

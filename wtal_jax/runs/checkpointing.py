@@ -1,7 +1,7 @@
 """Orbax checkpoints in a run directory: the latest few, the best by an evaluation metric.
 
 Layout: ``WORKDIR/config.json`` (the resolved config) and ``WORKDIR/checkpoints/STEP/`` with
-items ``state`` (the :class:`~wtal_jax.train.TrainState` pytree) and ``meta`` (JSON: class
+items ``state`` (the :class:`~wtal_jax.method.train.TrainState` pytree) and ``meta`` (JSON: class
 names, feature size, the metrics of that step). Orbax writes each step atomically.
 """
 

@@ -294,7 +294,7 @@ def load_state_dict(path: str) -> Mapping:
 
 def _existing_steps(workdir: str) -> list[str] | None:
     """Entries of WORKDIR/checkpoints (None when it holds nothing)."""
-    from wtal_jax import checkpointing
+    from wtal_jax.runs import checkpointing
     folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
     entries = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     return entries or None
@@ -302,7 +302,7 @@ def _existing_steps(workdir: str) -> list[str] | None:
 
 def _prepare_workdir(workdir: str, *, force: bool) -> None:
     """Refuses a run directory that has checkpoints unless ``force`` (which removes them)."""
-    from wtal_jax import checkpointing, experiment
+    from wtal_jax.runs import checkpointing, experiment
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f'--workdir {workdir}: exists and is not a directory')
     entries = _existing_steps(workdir)
@@ -328,7 +328,7 @@ def convert(model_path: str, cfg, workdir: str, *, force: bool = False
     RNG; its meta is :func:`experiment.checkpoint_meta` plus ``converted_from``. Returns the
     checkpoint folder and the class names.
     """
-    from wtal_jax import checkpointing, experiment
+    from wtal_jax.runs import checkpointing, experiment
 
     if not cfg.data.class_names:  # the classes come from the annotations (or synthetic data)
         experiment.prepare_dataset(cfg, progress=False)
@@ -363,7 +363,7 @@ def export(source: str, output: str, *, which: str = 'best') -> tuple[int, str, 
     ``source`` is a run directory (``which`` picks 'best' or 'latest') or RUN/checkpoints/STEP.
     Returns (step, workdir, class names).
     """
-    from wtal_jax import experiment
+    from wtal_jax.runs import experiment
     torch = _import_torch()
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):

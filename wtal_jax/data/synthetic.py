@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from wtal_jax.data import SEGMENT_SECONDS
+from wtal_jax.data.dataset import SEGMENT_SECONDS
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic
 
@@ -227,7 +227,7 @@ def _params(**given: Any) -> dict[str, Any]:
 
 
 def _marker(params: dict[str, Any]) -> dict[str, Any]:
-    return {'generator': 'wtal_jax.synthetic', 'version': GENERATOR_VERSION, 'params': params}
+    return {'generator': 'wtal_jax.data.synthetic', 'version': GENERATOR_VERSION, 'params': params}
 
 
 def _read_marker(root: str) -> dict[str, Any] | None:

@@ -381,7 +381,7 @@ def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir:
             raise UserError(f'{annotation_path}: video {video} has no "duration", but durations '
                             'are asked for (use_duration)')
 
-    from tqdm import tqdm  # only needed here; keeps ``import wtal_jax.data`` light
+    from tqdm import tqdm  # only needed here; keeps ``import wtal_jax.data.dataset`` light
 
     features, gts, num_clipped = [], [], 0
     for video, entry in tqdm(list(zip(names, entries)), desc=f'loading {subset} features',

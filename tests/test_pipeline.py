@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from wtal_jax import sampling
-from wtal_jax.input_pipeline import TrainBatches, prefetch
+from wtal_jax.data import sampling
+from wtal_jax.data.pipeline import TrainBatches, prefetch
 
 
 def make_videos(num_videos=200, dim=6, num_classes=4, seed=0):

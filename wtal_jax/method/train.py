@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wtal_jax import losses, selection
-from wtal_jax.models import UMModel
+from wtal_jax.method import losses, selection
+from wtal_jax.method.models import UMModel
 
 AXIS = 'devices'
 

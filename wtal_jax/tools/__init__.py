@@ -1,0 +1,1 @@
+"""Tools around a run: benchmarks, PyTorch checkpoint conversion, figures and ablations."""
