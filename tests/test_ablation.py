@@ -7,7 +7,8 @@ import pytest
 
 from wtal_jax.tools import ablation
 from wtal_jax import cli
-from wtal_jax.runs import experiment
+from wtal_jax.runs import loop
+from wtal_jax.runs.rundir import RunDir
 from wtal_jax.errors import UserError
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -58,7 +59,7 @@ def test_each_run_has_its_folder_config_and_result(study):
         config = json.loads((run / 'config.json').read_text())
         assert config['loss']['alpha'] == alpha and config['seed'] == 0
         summary = json.loads((run / 'result.json').read_text())['summary']
-        evals = [r for r in experiment.read_metrics(str(run)) if r['split'] == 'test']
+        evals = [r for r in RunDir(str(run)).read_metrics() if r['split'] == 'test']
         assert [r['step'] for r in evals] == [2, 4]
         assert summary['final'] == evals[-1]['average_mAP']
         assert summary['best'] == max(r['average_mAP'] for r in evals)
@@ -70,7 +71,7 @@ def test_resuming_does_not_retrain(study, monkeypatch, capsys):
     def no_training(*args, **kwargs):
         raise AssertionError('a finished run was trained again')
 
-    monkeypatch.setattr(experiment, 'train_and_evaluate', no_training)
+    monkeypatch.setattr(loop, 'train_and_evaluate', no_training)
     assert cli.main(_argv(study)) == 0
     out = capsys.readouterr().out
     assert out.count('done before, not retrained') == 2

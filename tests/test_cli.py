@@ -84,14 +84,16 @@ def trained(data_root, tmp_path_factory):
 def test_train(trained):
     workdir, proc = trained
     assert_ok(proc)
-    assert 'final evaluation on test (step 4)' in proc.stdout
-    assert 'mAP@tIoU' in proc.stdout and 'AVG' in proc.stdout
+    assert 'test split, 1 seed (0), 4 steps' in proc.stdout
+    assert 'tIoU 0.1' in proc.stdout and 'AVG' in proc.stdout
+    assert os.path.isfile(os.path.join(workdir, 'report.json'))
     assert os.path.isfile(os.path.join(workdir, 'config.json'))
     assert os.path.isdir(os.path.join(workdir, 'checkpoints', '4'))
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
         rows = [json.loads(line) for line in f]
     assert [r['step'] for r in rows if r['split'] == 'train'] == [1, 2, 3, 4]
     assert [r['step'] for r in rows if r['split'] == 'test'] == [2, 4]
+    assert [r['step'] for r in rows if r['split'] == 'selection'] == [2, 4]
 
 
 @pytest.fixture(scope='module')

@@ -256,16 +256,17 @@ _GRAD_CHECK = textwrap.dedent('''
     assert params['embed']['kernel'].dtype == jnp.float64
 
     def check(variant, key):
+        key = None if key is None else jax.random.split(key, x.shape[0])   # one per video
         hp = train.StepConfig(r_act=3, r_bkg=2, cls_variant=variant, be_variant=variant,
                               selection_dropout=0.5)
-        sel = jax.jit(lambda p: train.forward(model, p, x, hp=hp, key=key))(params)
+        sel = jax.jit(lambda p: train.forward(model, p, x, hp=hp, keys=key))(params)
         # A margin above the action feature norms, so L_um keeps both of its terms.
         norms = jnp.linalg.norm(sel.feat_act, axis=-1)
         hp = dataclasses.replace(hp, margin=float(2 * jnp.max(norms)))
 
         @jax.jit
         def total(p):
-            sel = train.forward(model, p, x, hp=hp, key=key)
+            sel = train.forward(model, p, x, hp=hp, keys=key)
             return jnp.mean(train.per_video_losses(sel, labels, hp)['loss'])
 
         grads = jax.grad(total)(params)

@@ -10,7 +10,7 @@ pytest.importorskip('matplotlib', reason='figures need the [viz] extra (matplotl
 
 from wtal_jax import cli, config
 from wtal_jax.data import dataset
-from wtal_jax.runs import experiment
+from wtal_jax.runs import experiment, loop
 from wtal_jax.tools import plotting  # noqa: E402
 from wtal_jax.errors import UserError  # noqa: E402
 
@@ -29,7 +29,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('plotting')
     cfg = config.load_config(CONFIG, [*TINY, f'data.root={root / "data"}'])
     workdir = str(root / 'run')
-    experiment.train_and_evaluate(cfg, workdir, progress=False)
+    loop.train_and_evaluate(cfg, workdir, progress=False)
     return workdir
 
 
@@ -121,8 +121,8 @@ def test_curves_figure_shows_losses_and_map(tiny_run):
         'detection mAP on test']
     for ax in axes[:3]:
         assert len(ax.get_lines()) == 1 and len(ax.get_lines()[0].get_xdata()) == 3
-    # one line per tIoU threshold plus the average
-    assert len(axes[3].get_lines()) == 7 + 1
+    # one line per tIoU threshold, the average, and the average on the selection split
+    assert len(axes[3].get_lines()) == 7 + 2
     assert axes[3].get_ylabel() == 'mAP (%)'
     assert_not_blank(_pixels(fig))
 

@@ -24,6 +24,7 @@ import pytest
 
 from wtal_jax import cli
 from wtal_jax.runs import experiment
+from wtal_jax.runs.rundir import METRICS_FILE
 from wtal_jax.method import selection, train
 from wtal_jax.tools import torch_convert
 from wtal_jax.errors import UserError
@@ -146,7 +147,7 @@ def converted(torch, tmp_path_factory):
     rng = np.random.default_rng(0)
     features = (2.0 * rng.random((B, T, D))).astype(np.float32)
     labels = np.array([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [0, 0, 1, 1, 1]], np.float32)
-    cfg, names, jax_model, state, step = experiment.load_checkpoint(workdir)
+    cfg, names, jax_model, state, step, *_ = experiment.load_checkpoint(workdir)
     return types.SimpleNamespace(model=model, state_dict=state_dict, path=path,
                                  workdir=workdir, features=features, labels=labels, cfg=cfg,
                                  names=names, jax_model=jax_model, state=state, step=step)
@@ -204,7 +205,7 @@ def test_losses_and_gradients_match_pytorch(torch, converted, margin_kind):
         with torch.no_grad():
             norms = np.sort(torch.norm(ref_model(x)['feat_act'], dim=1).numpy())
         margin = float(norms[0] + norms[1]) / 2
-    hp = dataclasses.replace(train.StepConfig.from_config(cfg), selection_dropout=0.0,
+    hp = dataclasses.replace(train.StepConfig.from_config(cfg, C), selection_dropout=0.0,
                              margin=margin)
 
     ref_model.zero_grad()
@@ -217,7 +218,8 @@ def test_losses_and_gradients_match_pytorch(torch, converted, margin_kind):
 
     def objective(params):
         sel = train.forward(no_dropout, params, jnp.asarray(converted.features), hp=hp,
-                            key=jax.random.PRNGKey(0))
+                            keys=jax.random.split(jax.random.PRNGKey(0),
+                                                  converted.features.shape[0]))
         parts = train.per_video_losses(sel, jnp.asarray(converted.labels), hp)
         means = {name: jnp.mean(value) for name, value in parts.items()}
         return means['loss'], means
@@ -326,7 +328,7 @@ def test_evaluate_and_train_init_from_the_converted_run(torch, tmp_path, capsys)
                               '--quiet'], capsys)
     assert status == 0, err
     start = experiment.load_checkpoint(source)[3].params
-    cfg, _, _, state, step = experiment.load_checkpoint(finetuned, which='latest')
+    cfg, _, _, state, step, *_ = experiment.load_checkpoint(finetuned, which='latest')
     assert step == 1
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), state.params, start)
     assert 0 < max(jax.tree.leaves(moved)) <= cfg.optim.learning_rate * (1 + 1e-3), moved
@@ -467,7 +469,7 @@ def test_existing_checkpoints_need_force(torch, converted, tmp_path, capsys):
     workdir = str(tmp_path / 'run')
     argv = ['convert-torch', converted.path, '--config', CONFIG, '--workdir', workdir, *SMALL]
     assert run_cli(argv, capsys)[0] == 0
-    with open(os.path.join(workdir, experiment.METRICS_FILE), 'w') as f:
+    with open(os.path.join(workdir, METRICS_FILE), 'w') as f:
         f.write('{"step": 5, "split": "test"}\n')
     status, _, err = run_cli(argv, capsys)
     assert_one_line_error(status, err, 'convert-torch', 'already has checkpoints (steps 0)',
@@ -476,7 +478,7 @@ def test_existing_checkpoints_need_force(torch, converted, tmp_path, capsys):
     torch.save(reference_model(torch, seed=7).state_dict(), other)
     assert run_cli(['convert-torch', other, '--config', CONFIG, '--workdir', workdir, *SMALL,
                     '--force'], capsys)[0] == 0
-    assert not os.path.exists(os.path.join(workdir, experiment.METRICS_FILE))
+    assert not os.path.exists(os.path.join(workdir, METRICS_FILE))
     params = experiment.load_checkpoint(workdir)[3].params
     np.testing.assert_array_equal(
         params['embed']['bias'], reference_model(torch, seed=7).state_dict()[

@@ -1,5 +1,6 @@
 """Optimiser (SPEC §4), the train step, its pmap form and its compilation count."""
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -153,13 +154,10 @@ def test_step_metrics_are_sums_over_real_videos_and_the_update_ignores_padding()
     parts = train.per_video_losses(sel, batch['labels'][:5], hp)
     for name in ('loss', 'loss_cls', 'loss_um', 'loss_be'):
         np.testing.assert_allclose(metrics[name], np.sum(parts[name]), rtol=1e-5)
-    host = train.host_metrics(metrics)
-    assert host['loss'] == pytest.approx(float(np.mean(parts['loss'])), rel=1e-5)
     # Gradient = gradient of the mean loss over real videos: an Adam step from the same state
     # on the 5 videos alone gives the same parameters.
     alone = {k: v[:5] for k, v in batch.items()}
-    single, _ = jax.jit(functools.partial(train.train_step, model=model, tx=tx, hp=hp))(
-        state, alone)
+    single, _ = step(state, alone)
     # (Adam's first step hardly depends on the gradient's scale: compare its moments too.)
     chex.assert_trees_all_close(new.params, single.params, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(new.opt_state, single.opt_state, rtol=1e-5, atol=1e-9)
@@ -173,18 +171,98 @@ def test_step_metrics_are_sums_over_real_videos_and_the_update_ignores_padding()
     chex.assert_trees_all_close(metrics, metrics2, rtol=1e-6)
 
 
-def test_shard_batch_shapes_and_error():
-    batch = make_batch(0)
-    sharded = train.shard_batch(batch, 4)
-    assert sharded['features'].shape == (4, 2, T, D)
-    assert sharded['mask'].shape == (4, 2)
-    np.testing.assert_array_equal(sharded['features'][1, 0], batch['features'][2])
-    assert train.shard_batch(batch, 1) is batch
-    with pytest.raises(ValueError, match='batch size 8 does not divide 3 devices'):
-        train.shard_batch(batch, 3)
+def test_host_metrics_divide_each_seeds_sums_by_its_count():
+    sums = {'loss': np.array([6.0, 1.0], np.float32), 'loss_um': np.array([3.0, 0.5], np.float32),
+            'count': np.array([3.0, 2.0], np.float32)}
+    assert train.host_metrics(sums) == [{'loss': 2.0, 'loss_um': 1.0},
+                                        {'loss': 0.5, 'loss_um': 0.25}]
 
 
-def test_step_compiles_once_across_steps_and_a_remainder_batch(monkeypatch):
+def test_each_video_draws_its_own_dropout_from_its_row_in_the_global_batch():
+    """Video b's dropout and selection mask come from fold_in(fold_in(rng, step), row[b]):
+    the loss of a batch is the sum of one-video forward passes with those keys, and moving a
+    video to another row changes its draw (so a device split cannot change any draw)."""
+    model, tx, hp, state = setup(dropout=0.7, selection_dropout=0.7)
+    batch = make_batch(1)
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, hp=hp))
+    _, metrics = step(state, batch)
+    step_key = jax.random.fold_in(state.rng, state.step)
+    expected = 0.0
+    for b in range(B):
+        key = jax.random.fold_in(step_key, b)
+        sel = train.forward(model, state.params, batch['features'][b:b + 1], hp=hp,
+                            keys=key[None])
+        expected += float(train.per_video_losses(sel, batch['labels'][b:b + 1], hp)['loss'][0])
+    np.testing.assert_allclose(float(metrics['loss']), expected, rtol=1e-5)
+    # Explicit rows 0..B-1 are the default; other rows give other draws.
+    _, same = step(state, dict(batch, row=np.arange(B, dtype=np.int32)))
+    _, moved = step(state, dict(batch, row=np.arange(B, dtype=np.int32) + B))
+    assert float(same['loss']) == float(metrics['loss'])
+    assert float(moved['loss']) != float(metrics['loss'])
+
+
+def test_dropout_step_is_deterministic_for_a_seed_and_changes_with_it():
+    def run(seed):
+        model, tx, hp, state = setup(dropout=0.7, selection_dropout=0.7, seed=seed)
+        step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, hp=hp))
+        out = []
+        for i in range(2):
+            state, metrics = step(state, make_batch(i))
+            out.append({k: float(v) for k, v in metrics.items()})
+        return jax.device_get(state.params), out
+
+    p1, m1 = run(0)
+    p2, m2 = run(0)
+    chex.assert_trees_all_equal(p1, p2)
+    assert m1 == m2
+    assert all(np.isfinite(v) for m in m1 for v in m.values())
+    p3, m3 = run(1)   # another seed: another init and other dropout draws
+    assert m3 != m1
+    assert not np.array_equal(p3['embed']['kernel'], p1['embed']['kernel'])
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled step of the loop: seeds (vmap), devices (shard_map), the device-resident table
+
+
+def compiled(model, tx, hp, num_devices=1, *, gather=False):
+    mesh = train.make_mesh(jax.local_devices()[:num_devices])
+    return mesh, train.compile_train_step(model, tx, hp, mesh, gather=gather)
+
+
+def on_mesh(mesh, *trees):
+    """State and sums placed as the compiled step returns them (replicated on the mesh)."""
+    return jax.device_put(trees, train.replicated(mesh))
+
+
+def seed_batches(seeds, *, real=B):
+    """(S, B, ...) batches: seed s gets make_batch(s)."""
+    parts = [make_batch(s, real=real) for s in seeds]
+    out = {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+    out['row'] = np.tile(np.arange(B, dtype=np.int32), (len(seeds), 1))
+    return out
+
+
+def test_compiled_step_trains_each_seed_as_the_plain_step_would():
+    """vmap over seeds: seed s's state after the compiled step equals train_step alone on
+    seed s's state and batch; the running sums add up each seed's metrics."""
+    model, tx, hp, _ = setup(dropout=0.5, selection_dropout=0.7)
+    states = [setup(dropout=0.5, selection_dropout=0.7, seed=s)[3] for s in (0, 1, 2)]
+    stacked = train.stack_states(states)
+    batch = seed_batches((0, 1, 2), real=6)
+    mesh, step_fn = compiled(model, tx, hp)
+    new, sums = step_fn(*on_mesh(mesh, stacked, train.zero_metrics(3)), batch, None)
+    plain = jax.jit(functools.partial(train.train_step, model=model, tx=tx, hp=hp))
+    for s in range(3):
+        alone, metrics = plain(states[s], {k: v[s] for k, v in batch.items()})
+        chex.assert_trees_all_close(train.unstack_state(new, s).params, alone.params,
+                                    rtol=1e-5, atol=1e-6)
+        for k in sums:
+            np.testing.assert_allclose(sums[k][s], metrics[k], rtol=1e-5)
+    assert float(sums['count'][0]) == 6.0
+
+
+def test_compiled_step_compiles_once_across_steps_and_a_remainder_batch(monkeypatch):
     traces = []
 
     def counted(*args, **kwargs):
@@ -195,91 +273,105 @@ def test_step_compiles_once_across_steps_and_a_remainder_batch(monkeypatch):
     # At most one trace of the step function, whatever the batch contents and step.
     monkeypatch.setattr(train, 'train_step', chex.assert_max_traces(counted, n=1))
     model, tx, hp, state = setup(dropout=0.5, selection_dropout=0.7)
-    step_fn = train.compile_train_step(model, tx, hp, num_devices=1)
+    mesh, step_fn = compiled(model, tx, hp)
+    state, sums = on_mesh(mesh, train.stack_states([state]), train.zero_metrics(1))
     for i, real in enumerate([B, B, 3, B, 5]):       # remainder batches carry mask zeros
-        state, metrics = step_fn(state, make_batch(i, real=real))
-        assert int(metrics['count']) == real
-    assert len(traces) == 1 and int(state.step) == 5
+        state, sums = step_fn(state, sums, seed_batches((i,), real=real), None)
+    assert len(traces) == 1 and int(state.step[0]) == 5
+    assert float(sums['count'][0]) == B + B + 3 + B + 5
     assert step_fn._cache_size() == 1
 
 
-def test_dropout_step_is_deterministic_for_a_seed_and_changes_with_it():
-    def run(seed):
-        model, tx, hp, state = setup(dropout=0.7, selection_dropout=0.7, seed=seed)
-        step_fn = train.compile_train_step(model, tx, hp, num_devices=1)
-        out = []
-        for i in range(2):
-            state, metrics = step_fn(state, make_batch(i))
-            out.append(train.host_metrics(metrics))
-        return jax.device_get(state.params), out
+def test_gathering_from_the_device_table_equals_host_features():
+    """The step on (index into a packed table) equals the step on the gathered features."""
+    from wtal_jax.data import pipeline
+    rng = np.random.default_rng(0)
+    videos = [rng.uniform(0, 2, (n, D)).astype(np.float32) for n in (5, 12, 30, 7)]
+    labels = np.eye(C, dtype=np.float32)[[0, 1, 2, 0]]
+    batches = pipeline.TrainBatches(videos, labels, num_segments=T, batch_size=B, seed=3)
+    table, offsets = pipeline.pack_table(videos)
+    host = pipeline.seed_batch([batches], 2, rows=slice(None), offsets=None)
+    device = pipeline.seed_batch([batches], 2, rows=slice(None), offsets=offsets)
+    np.testing.assert_array_equal(table[device['index']], host['features'])
+    model, tx, hp, state = setup(dropout=0.5, selection_dropout=0.7)
+    mesh, on_host = compiled(model, tx, hp, gather=False)
+    _, on_device = compiled(model, tx, hp, gather=True)
+    a, sa = on_host(*on_mesh(mesh, train.stack_states([state]), train.zero_metrics(1)), host,
+                    None)
+    b, sb = on_device(*on_mesh(mesh, train.stack_states([state]), train.zero_metrics(1)),
+                      device, jnp.asarray(table))
+    chex.assert_trees_all_equal(a.params, b.params)
+    chex.assert_trees_all_equal(sa, sb)
 
-    p1, m1 = run(0)
-    p2, m2 = run(0)
-    chex.assert_trees_all_equal(p1, p2)
-    assert m1 == m2
-    assert all(np.isfinite(v) for m in m1 for v in m.values())
+
+def test_bfloat16_computes_close_to_float32_and_keeps_float32_parameters():
+    model, tx, hp, state = setup()
+    bf16 = model.clone(dtype=jnp.bfloat16)
+    batch = make_batch(0)
+    sel32 = train.forward(model, state.params, batch['features'], hp=hp)
+    sel16 = train.forward(bf16, state.params, batch['features'], hp=hp)
+    assert sel16.p_act.dtype == jnp.float32 and sel16.magnitudes.dtype == jnp.float32
+    np.testing.assert_allclose(sel16.magnitudes, sel32.magnitudes, rtol=2e-2)
+    assert not np.array_equal(sel16.magnitudes, sel32.magnitudes)   # it did compute in bf16
+    new, _ = jax.jit(functools.partial(train.train_step, model=bf16, tx=tx, hp=hp))(state, batch)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new.params))
 
 
-_PMAP_CHECK = textwrap.dedent('''
-    import os
+def test_cls_scale_multiplies_the_classification_loss_by_the_class_count():
+    assert train.cls_scale('1', 200) == 1.0 and train.cls_scale('classes', 200) == 200.0
+    model, tx, hp, state = setup()
+    batch = make_batch(0)
+    sel = train.forward(model, state.params, batch['features'], hp=hp)
+    base = train.per_video_losses(sel, batch['labels'], hp)
+    scaled = train.per_video_losses(sel, batch['labels'], dataclasses.replace(hp, cls_scale=C))
+    np.testing.assert_allclose(scaled['loss_cls'], C * np.asarray(base['loss_cls']), rtol=1e-6)
+    np.testing.assert_allclose(scaled['loss'] - scaled['loss_cls'],
+                               base['loss'] - base['loss_cls'], rtol=1e-6)
+
+
+_DEVICES_CHECK = textwrap.dedent("""
+    import os, sys
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import sys
     sys.path.insert(0, os.environ['TESTS_DIR'])
-    from test_train import make_batch, setup
-    from wtal_jax.method import train, losses
+    from test_train import compiled, seed_batches, setup, B
+    from wtal_jax.method import train
 
     assert jax.local_device_count() == 4, jax.local_devices()
 
-    def run(num_devices, *, dropout):
-        model, tx, hp, state = setup(dropout=dropout, selection_dropout=dropout)
-        batch = make_batch(0, real=6)               # two padded videos: mask 0
-        step_fn = train.compile_train_step(model, tx, hp, num_devices)
-        rng0 = state.rng
-        new, metrics = step_fn(state, train.shard_batch(batch, num_devices))
-        return model, hp, rng0, batch, jax.device_get(new), jax.device_get(metrics)
+    def run(num_devices):
+        model, tx, hp, _ = setup(dropout=0.7, selection_dropout=0.7)
+        state = train.stack_states([setup(dropout=0.7, selection_dropout=0.7, seed=s)[3]
+                                    for s in (0, 1)])
+        mesh, step_fn = compiled(model, tx, hp, num_devices)
+        state, sums = jax.device_put((state, train.zero_metrics(2)), train.replicated(mesh))
+        for i in range(3):   # step 1: 3 real videos, so two of four devices hold padding only
+            batch = jax.device_put(seed_batches((i, i + 5), real=3 if i == 1 else B),
+                                   train.batch_sharding(mesh))
+            state, sums = step_fn(state, sums, batch, None)
+        return jax.device_get(state), jax.device_get(sums)
 
-    # Without randomness, the 4-device step is the 1-device step on the same global batch.
-    _, _, _, _, one, m1 = run(1, dropout=0.0)
-    _, _, _, _, four, m4 = run(4, dropout=0.0)
-    assert int(four.step) == 1 == int(one.step)
-    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(one.opt_state), jax.tree.leaves(four.opt_state)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
-    assert int(m1['count']) == int(m4['count']) == 6
-    for k in m1:
-        np.testing.assert_allclose(m1[k], m4[k], rtol=1e-6, err_msg=k)
-
-    # With dropout: deterministic for the seed; device d draws its dropout and selection mask
-    # from fold_in(fold_in(rng, step), d), so the loss is the sum of those four forward passes
-    # (one shared key would give a different sum).
-    model, hp, rng0, batch, d1, dm1 = run(4, dropout=0.7)
-    _, _, _, _, d2, dm2 = run(4, dropout=0.7)
-    for a, b in zip(jax.tree.leaves(d1), jax.tree.leaves(d2)):
-        np.testing.assert_array_equal(a, b)
-    assert all(np.isfinite(v).all() for v in jax.tree.leaves(dm1))
-    init_state = setup(dropout=0.7, selection_dropout=0.7)[3]
-    step_key = jax.random.fold_in(rng0, 0)
-    shards = train.shard_batch(batch, 4)
-    per_device = []
-    for d in range(4):
-        key = jax.random.fold_in(step_key, d)
-        sel = train.forward(model, init_state.params, shards['features'][d], hp=hp, key=key)
-        parts = train.per_video_losses(sel, shards['labels'][d], hp)
-        per_device.append(float(jnp.sum(parts['loss'] * shards['mask'][d])))
-    np.testing.assert_allclose(float(dm1['loss']), sum(per_device), rtol=1e-5)
-    print('PMAP OK')
-''')
+    one, s1 = run(1)
+    for n in (2, 4):
+        many, sn = run(n)
+        # Dropout is on: only per-video keys make the device count irrelevant.
+        for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(many.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(one.opt_state), jax.tree.leaves(many.opt_state)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+        for k in s1:
+            np.testing.assert_allclose(s1[k], sn[k], rtol=1e-6, err_msg=k)
+    assert float(s1["count"][0]) == 2 * B + 3
+    print('DEVICES OK')
+""")
 
 
-def test_pmap_step_equals_single_device_step():
+def test_the_step_on_two_or_four_devices_equals_one_device():
     """In a subprocess: 4 CPU devices must be configured before JAX starts."""
     env = dict(os.environ, JAX_PLATFORMS='cpu',
                XLA_FLAGS='--xla_force_host_platform_device_count=4',
                TESTS_DIR=os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, '-c', _PMAP_CHECK], capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = subprocess.run([sys.executable, '-c', _DEVICES_CHECK], capture_output=True,
+                          text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert 'PMAP OK' in proc.stdout
+    assert 'DEVICES OK' in proc.stdout

@@ -31,6 +31,7 @@ def default_config() -> ml_collections.ConfigDict:
     """THUMOS'14 with the authors' release settings (SPEC §1-§6). Unlocked; callers lock it."""
     c = ml_collections.ConfigDict()
     c.seed = 0                        # one seed for init, dropout, data order and jitter
+    c.seeds = ()                      # several seeds trained at once (vmap); () = (seed,)
 
     c.data = d = ml_collections.ConfigDict()
     d.root = ''                       # dataset folder in the THUMOS'14 layout (SPEC §1)
@@ -41,6 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.num_segments = 750              # T, segments a video is sampled to
     d.segment_seconds = 16 / 25       # seconds per original segment (16 frames at 25 fps)
     d.use_duration = False            # True: seconds per segment = duration / n (ActivityNet)
+    d.selection_fraction = 0.2        # of the training videos, held out to select checkpoints
     d.train = ml_collections.ConfigDict(dict(
         # The THUMOS'14 gt.json marks its 200 validation videos (our training set) 'train'.
         split_file='split_train.txt', feature_dir='features/train', subset='train'))
@@ -64,6 +66,8 @@ def default_config() -> ml_collections.ConfigDict:
     m.r_act = 9                       # k_act = T // r_act
     m.r_bkg = 4                       # k_bkg = T // r_bkg
     m.selection_dropout = 0.7         # [release] mask on magnitudes for top-k; 0 = paper
+    m.dtype = 'float32'               # 'float32' | 'bfloat16': features and matmuls (params,
+                                      # losses and accumulation stay float32)
 
     c.loss = l = ml_collections.ConfigDict()
     l.alpha = 5e-4                    # weight of L_um
@@ -71,6 +75,8 @@ def default_config() -> ml_collections.ConfigDict:
     l.margin = 100.0                  # m, the maximum feature magnitude (Eq. 4, 7)
     l.cls_variant = 'release'         # 'release' (BCE) | 'paper' (Eq. 6)
     l.be_variant = 'release'          # 'release' (BCE to 1/C) | 'paper' (Eq. 8)
+    l.cls_scale = '1'                 # '1' (release: L_cls averages over classes) | 'classes'
+                                      # (x C: keeps its weight when C grows, ActivityNet)
 
     c.optim = o = ml_collections.ConfigDict()
     o.learning_rate = 1e-4            # constant rate when lr_list is empty
@@ -85,13 +91,16 @@ def default_config() -> ml_collections.ConfigDict:
     t.num_steps = 10_000
     t.num_devices = 0                 # local devices to use; 0 = all
     t.prefetch = 2                    # batches prepared ahead of the step being trained
-    t.prefetch_workers = 4            # host threads preparing batches (each ~50 ms at THUMOS size)
+    t.prefetch_workers = 4            # host threads preparing batches (host data path)
+    t.data_on_device = 'auto'         # 'auto' | 'always' | 'never': keep the training features
+                                      # on the device, gathering each batch there
+    t.device_memory_fraction = 0.5    # 'auto': on the device if the features fit in this
+                                      # fraction of its memory
     t.log_every_steps = 10
     t.init_from = ''                  # run directory whose best parameters start training
 
     c.eval = e = ml_collections.ConfigDict()
     e.every_steps = 100               # the release evaluates after every step (1)
-    e.split = 'test'                  # 'test' | 'train': which split is evaluated
     e.tiou_thresholds = _arange(0.1, 0.75, 0.1)
     e.chunk_segments = 8192           # segments per packed inference chunk (> T)
     e.class_threshold = 0.2           # theta for video accuracy
@@ -99,7 +108,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint = k = ml_collections.ConfigDict()
     k.every_steps = 500
     k.keep = 2                        # most recent checkpoints kept
-    k.best_metric = 'average_mAP'     # kept too: the best by this metric on eval.split
+    k.select = 'selection'            # best checkpoint: 'selection' (on the held-out part of
+                                      # the training videos) | 'last' | 'test' (on the test
+                                      # split: the release's protocol, test-set selection)
+    k.best_metric = 'average_mAP'     # what 'selection' and 'test' maximise
     k.best_mode = 'max'
 
     c.localize = z = ml_collections.ConfigDict()
@@ -185,7 +197,7 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
     return json.loads(cfg.to_json())
 
 
-def from_dict(values: dict) -> ml_collections.ConfigDict:
+def from_dict(values: dict, *, source: str = 'config') -> ml_collections.ConfigDict:
     """Rebuilds a locked config saved by :func:`to_dict` (lists back to tuples)."""
     def fix(v):
         if isinstance(v, dict):

@@ -47,6 +47,7 @@ class TrainBatches:
         if len(dims) != 1:
             raise ValueError(f'videos differ in feature size: {sorted(dims)}')
         self.features = list(features)
+        self.lengths = np.array([f.shape[0] for f in features], np.int64)
         self.labels = np.asarray(labels, np.float32)
         self.num_segments = int(num_segments)
         self.batch_size = int(batch_size)
@@ -55,7 +56,12 @@ class TrainBatches:
 
     @property
     def num_videos(self) -> int:
-        return len(self.features)
+        return len(self.lengths)
+
+    def release_features(self) -> None:
+        """Drops the features (only :meth:`index_batch` works after this): for training from
+        a packed table on the device, where the host need not keep a copy."""
+        self.features = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -79,20 +85,72 @@ class TrainBatches:
         mask = (np.arange(self.batch_size) < len(real)).astype(np.float32)
         return ids.astype(np.int64), mask
 
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """The batch of global ``step``, a pure function of (seed, step).
+    def segment_indices(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids (B,), mask (B,), index (B, T) int64): the segments each row of ``step`` takes.
 
-        Returns:
-          features (B, T, D) float32, labels (B, C) float32, mask (B,) float32.
+        Row r takes segments ``index[r]`` of video ``ids[r]``; the jitter of step s comes from
+        ``default_rng([seed, s, 1])``, drawn row by row.
         """
         ids, mask = self.video_ids(step)
         rng = np.random.default_rng([self.seed, step, 1])
-        out = np.empty((self.batch_size, self.num_segments, self.feature_dim), np.float32)
-        for row, v in enumerate(ids):
-            video = self.features[v]
-            index = sampling.train_indices(video.shape[0], self.num_segments, rng)
-            np.take(video, index, axis=0, out=out[row])
+        index = np.stack([sampling.train_indices(int(self.lengths[v]), self.num_segments, rng)
+                          for v in ids])
+        return ids, mask, index
+
+    def batch(self, step: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        """The batch of global ``step`` (its ``rows`` only), a pure function of (seed, step).
+
+        Returns:
+          features (b, T, D) float32, labels (b, C) float32, mask (b,) float32, with b the
+          number of ``rows`` (B by default).
+        """
+        ids, mask, index = (a[rows] for a in self.segment_indices(step))
+        out = np.empty((len(ids), self.num_segments, self.feature_dim), np.float32)
+        for row, (v, take) in enumerate(zip(ids, index)):
+            np.take(self.features[v], take, axis=0, out=out[row])
         return {'features': out, 'labels': self.labels[ids], 'mask': mask}
+
+    def index_batch(self, step: int, offsets: np.ndarray, rows: slice = slice(None)
+                    ) -> dict[str, np.ndarray]:
+        """The batch of ``step`` as rows of a packed feature table (see :func:`pack_table`).
+
+        Returns index (b, T) int32 into the table, labels (b, C), mask (b,): gathering
+        ``table[index]`` gives exactly ``batch(step, rows)['features']``.
+        """
+        ids, mask, index = (a[rows] for a in self.segment_indices(step))
+        return {'index': (offsets[ids][:, None] + index).astype(np.int32),
+                'labels': self.labels[ids], 'mask': mask}
+
+
+def pack_table(features: Sequence[np.ndarray], dtype=np.float32
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Every video's features one after another: table (N, D) and offsets (V,) int64.
+
+    Video v is ``table[offsets[v]:offsets[v] + n_v]``. Built once, uploaded once, so a
+    training step needs only the (B, T) indices from the host.
+    """
+    lengths = np.array([f.shape[0] for f in features], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    table = np.empty((int(lengths.sum()), features[0].shape[1]), dtype)
+    for f, start in zip(features, offsets):
+        table[start:start + f.shape[0]] = f
+    return table, offsets
+
+
+def seed_batch(batchers: Sequence[TrainBatches], step: int, *, rows: slice,
+               offsets: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The batches of ``step`` for S seeds, stacked to (S, b, ...), this process's ``rows``.
+
+    With ``offsets`` the features stay in the device table (``index``), else they are gathered
+    here (``features``). ``row`` (S, b) int32 is each video's position in the global batch,
+    which seeds its dropout.
+    """
+    parts = [b.batch(step, rows) if offsets is None else b.index_batch(step, offsets, rows)
+             for b in batchers]
+    out = {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+    positions = np.arange(batchers[0].batch_size, dtype=np.int32)[rows]
+    out['row'] = np.broadcast_to(positions, out['mask'].shape).copy()
+    return out
 
 
 def prefetch(batch_fn: Callable[[int], Any], start_step: int, stop_step: int,

@@ -5,6 +5,7 @@ video scores) is a pure function in ``selection.py``.
 """
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,11 +32,16 @@ class UMModel(nn.Module):
       num_classes: C.
       embed_dim: E, 2048 in the release (the paper says E = D).
       dropout_rate: dropout before the classifier, training only (0.7).
+      dtype: the dtype the convolution and classifier compute in (bfloat16 for speed; None:
+        that of the inputs and parameters). Parameters stay float32, and outputs of a lower
+        precision are returned as float32, so the magnitudes, top-k selection and losses are
+        always computed in float32 at least.
     """
 
     num_classes: int
     embed_dim: int = 2048
     dropout_rate: float = 0.7
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -47,10 +53,12 @@ class UMModel(nn.Module):
         fan_in = x.shape[-1] * 3
         features = nn.Conv(
             self.embed_dim, kernel_size=(3,), padding=((1, 1),), name='embed',
+            dtype=self.dtype, param_dtype=jnp.float32,
             kernel_init=torch_uniform_init(fan_in), bias_init=torch_uniform_init(fan_in))(x)
         features = nn.relu(features)
         hidden = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
         cas = nn.Dense(
-            self.num_classes, use_bias=False, name='classifier',
-            kernel_init=torch_uniform_init(self.embed_dim))(hidden)
-        return cas, features
+            self.num_classes, use_bias=False, name='classifier', dtype=self.dtype,
+            param_dtype=jnp.float32, kernel_init=torch_uniform_init(self.embed_dim))(hidden)
+        out = jnp.promote_types(cas.dtype, jnp.float32)
+        return cas.astype(out), features.astype(out)

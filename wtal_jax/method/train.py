@@ -1,8 +1,18 @@
-"""Training: optimiser, train state and the pure train step, jit-compiled or pmapped (SPEC §4).
+"""Training: optimiser, train state and the pure train step, compiled over devices and seeds.
 
 ``train_step(state, batch) -> (state, metrics)`` is a pure function once its statics are bound
 with ``functools.partial``; the only collectives inside are ``pmean``/``psum`` on the named
 device axis. Metrics leave as sums plus a video count, so padded videos count correctly.
+
+:func:`compile_train_step` wraps it for the training loop: ``jax.vmap`` over a leading seed axis
+(many independent models at once), ``shard_map`` over a one-axis device mesh (each device takes
+its rows of the global batch: the per-device program is exactly the step written for ``pmap``,
+and a mesh can span the processes of ``jax.distributed``), an optional gather of the features
+from a device-resident table, and the running metric sums kept on the device.
+
+Randomness never depends on the device layout: video ``i`` of the global batch draws its
+dropout and selection mask from ``fold_in(fold_in(rng, step), i)``, so one device, four devices
+or two processes of two devices each train the same model.
 """
 
 import dataclasses
@@ -14,16 +24,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from wtal_jax.method import losses, selection
 from wtal_jax.method.models import UMModel
 
 AXIS = 'devices'
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything that changes during training; a pytree, saved whole by the checkpoints."""
+    """Everything that changes during training; a pytree, saved whole by the checkpoints.
+
+    In the training loop every leaf carries a leading seed axis S (one model per seed).
+    """
     step: jax.Array      # () int32, number of updates done
     params: Any
     opt_state: Any
@@ -41,13 +56,26 @@ class StepConfig:
     beta: float = 1.0
     cls_variant: str = 'release'
     be_variant: str = 'release'
+    cls_scale: float = 1.0
 
     @classmethod
-    def from_config(cls, cfg) -> 'StepConfig':
+    def from_config(cls, cfg, num_classes: int) -> 'StepConfig':
+        """``loss.cls_scale='classes'`` multiplies L_cls by C (see :func:`cls_scale`)."""
         return cls(r_act=cfg.model.r_act, r_bkg=cfg.model.r_bkg,
                    selection_dropout=cfg.model.selection_dropout, margin=cfg.loss.margin,
                    alpha=cfg.loss.alpha, beta=cfg.loss.beta, cls_variant=cfg.loss.cls_variant,
-                   be_variant=cfg.loss.be_variant)
+                   be_variant=cfg.loss.be_variant,
+                   cls_scale=cls_scale(cfg.loss.cls_scale, num_classes))
+
+
+def cls_scale(mode: str, num_classes: int) -> float:
+    """The factor on L_cls: 1 (the release), or C for ``'classes'``.
+
+    The release's L_cls averages a BCE over the C classes, so its weight against L_um and L_be
+    (tuned on THUMOS'14, C = 20) shrinks by 5x or 10x on ActivityNet (C = 100 or 200);
+    ``'classes'`` undoes that average (a sum over classes).
+    """
+    return float(num_classes) if mode == 'classes' else 1.0
 
 
 def learning_rate_schedule(learning_rate: float, lr_list=()) -> optax.Schedule:
@@ -73,7 +101,7 @@ def make_optimizer(optim_cfg) -> optax.GradientTransformation:
 def make_model(cfg, num_classes: int) -> UMModel:
     """The UM network for a config and a class count."""
     return UMModel(num_classes=num_classes, embed_dim=cfg.model.embed_dim,
-                   dropout_rate=cfg.model.dropout_rate)
+                   dropout_rate=cfg.model.dropout_rate, dtype=DTYPES[cfg.model.dtype])
 
 
 def create_train_state(model: UMModel, tx: optax.GradientTransformation, *, seed: int,
@@ -86,18 +114,43 @@ def create_train_state(model: UMModel, tx: optax.GradientTransformation, *, seed
                       rng=train_key)
 
 
+def stack_states(states) -> TrainState:
+    """S train states -> one whose leaves have a leading seed axis S."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def unstack_state(state: TrainState, index: int) -> TrainState:
+    """Seed ``index`` of a stacked state: the leaves without their seed axis."""
+    return jax.tree.map(lambda leaf: leaf[index], state)
+
+
+def video_keys(step_key: jax.Array, rows: jax.Array) -> jax.Array:
+    """Per-video keys (B, 2) from the step's key and each video's row in the global batch."""
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, rows)
+
+
 def forward(model: UMModel, params, features: jax.Array, *, hp: StepConfig,
-            key: jax.Array | None = None, lengths: jax.Array | None = None
+            keys: jax.Array | None = None, lengths: jax.Array | None = None
             ) -> selection.Selection:
-    """Network plus selection. With ``key`` it is the training pass (dropout and mask)."""
-    if key is None:
+    """Network plus selection on features (B, T, D).
+
+    With ``keys`` (B, 2), one key per video, it is the training pass: video b's dropout and
+    selection mask come from ``keys[b]`` alone, whatever else is in the batch.
+    """
+    if keys is None:
         cas, feats = model.apply({'params': params}, features, train=False)
         return selection.select(cas, selection.feature_magnitudes(feats), features=feats,
                                 r_act=hp.r_act, r_bkg=hp.r_bkg, lengths=lengths)
-    drop_key, mask_key = jax.random.split(key)
-    cas, feats = model.apply({'params': params}, features, train=True,
-                             rngs={'dropout': drop_key})
-    mask = selection.selection_mask(mask_key, cas.shape[:2], hp.selection_dropout)
+
+    def one_video(x, key):
+        drop_key, mask_key = jax.random.split(key)
+        cas, feats = model.apply({'params': params}, x[None], train=True,
+                                 rngs={'dropout': drop_key})
+        mask = selection.selection_mask(mask_key, (x.shape[0],), hp.selection_dropout)
+        return cas[0], feats[0], mask
+
+    # vmap folds the video axis back into the convolution's batch: one batched conv as before.
+    cas, feats, mask = jax.vmap(one_video)(features, keys)
     return selection.select(cas, selection.feature_magnitudes(feats), features=feats,
                             r_act=hp.r_act, r_bkg=hp.r_bkg, mask=mask, lengths=lengths)
 
@@ -105,7 +158,8 @@ def forward(model: UMModel, params, features: jax.Array, *, hp: StepConfig,
 def per_video_losses(sel: selection.Selection, labels: jax.Array, hp: StepConfig
                      ) -> dict[str, jax.Array]:
     """The three losses and their weighted total, each (B,)."""
-    cls = losses.classification_loss(p_act=sel.p_act, labels=labels, variant=hp.cls_variant)
+    cls = hp.cls_scale * losses.classification_loss(p_act=sel.p_act, labels=labels,
+                                                    variant=hp.cls_variant)
     um = losses.uncertainty_loss(feat_act=sel.feat_act, feat_bkg=sel.feat_bkg, margin=hp.margin)
     be = losses.background_entropy_loss(p_bkg=sel.p_bkg, bkg_softmax=sel.bkg_softmax,
                                         variant=hp.be_variant)
@@ -118,25 +172,32 @@ def train_step(state: TrainState, batch: dict, *, model: UMModel,
                axis_name: str | None = None) -> tuple[TrainState, dict]:
     """One Adam update on a batch: features (B, T, D), labels (B, C), mask (B,).
 
-    Under ``pmap`` (``axis_name`` set) each device holds B/n videos: its dropout keys are folded
-    with the device index, and its loss is its sum divided by the mean video count per device,
-    so that ``pmean`` of the gradients is exactly the gradient of the global batch mean.
-    Returns the new state and metrics as sums over real videos plus ``count``.
+    ``batch['row']`` (optional, (B,) int32) is each video's position in the global batch, which
+    seeds its dropout and selection mask; without it the rows are 0..B-1 (one device). Under a
+    device axis (``axis_name`` set) each device holds B/n videos and its loss is its sum divided
+    by the mean video count per device, so that ``pmean`` of the gradients is exactly the
+    gradient of the global batch mean. Returns the new state and metrics as sums over real
+    videos plus ``count``.
     """
-    key = jax.random.fold_in(state.rng, state.step)
     count = jnp.sum(batch['mask'])
-    norm = count
-    if axis_name is not None:
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-        norm = jax.lax.pmean(count, axis_name)
+    norm = count if axis_name is None else jax.lax.pmean(count, axis_name)
+    rows = batch.get('row', jnp.arange(batch['mask'].shape[0], dtype=jnp.int32))
+    keys = video_keys(jax.random.fold_in(state.rng, state.step), rows)
 
     def objective(params):
-        sel = forward(model, params, batch['features'], hp=hp, key=key)
+        sel = forward(model, params, batch['features'], hp=hp, keys=keys)
         parts = per_video_losses(sel, batch['labels'], hp)
         sums = {name: jnp.sum(value * batch['mask']) for name, value in parts.items()}
-        return sums['loss'] / jnp.maximum(norm, 1.0), sums
+        # Only an all-padding batch has norm 0; a mean count per device below 1 is real.
+        return sums['loss'] / jnp.where(norm > 0, norm, 1.0), sums
 
-    grads, sums = jax.grad(objective, has_aux=True)(state.params)
+    params = state.params
+    if axis_name is not None:
+        # Mark the (replicated) parameters as varying over the devices, so that the gradient
+        # is each device's own, reduced explicitly below; otherwise shard_map's autodiff sums
+        # it over the devices by itself and the pmean would see n times the gradient.
+        params = jax.lax.pcast(params, axis_name, to='varying')
+    grads, sums = jax.grad(objective, has_aux=True)(params)
     metrics = dict(sums, count=count)
     if axis_name is not None:
         grads = jax.lax.pmean(grads, axis_name)
@@ -146,34 +207,72 @@ def train_step(state: TrainState, batch: dict, *, model: UMModel,
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
+# ---------------------------------------------------------------------------------------------
+# The compiled step of the training loop
+
+def make_mesh(devices) -> Mesh:
+    """A one-axis mesh over ``devices`` (all processes' devices under jax.distributed)."""
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array (train state, feature table, metric sums)."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """(S, B, ...) batch arrays split along B over the devices."""
+    return NamedSharding(mesh, P(None, AXIS))
+
+
+def gather_features(batch: dict, table: jax.Array, dtype=jnp.float32) -> dict:
+    """Replaces ``batch['index']`` (..., T) int32 rows of ``table`` (N, D) by their features."""
+    batch = dict(batch)
+    batch['features'] = jnp.take(table, batch.pop('index'), axis=0).astype(dtype)
+    return batch
+
+
+def zero_metrics(num_seeds: int) -> dict:
+    """Running sums of the step metrics, (S,) float32 each (the loop's accumulator)."""
+    names = ('loss', 'loss_cls', 'loss_um', 'loss_be', 'count')
+    return {name: jnp.zeros((num_seeds,), jnp.float32) for name in names}
+
+
 def compile_train_step(model: UMModel, tx: optax.GradientTransformation, hp: StepConfig,
-                       num_devices: int):
-    """The step for ``num_devices`` local devices: ``jit`` for one, ``pmap`` for more.
+                       mesh: Mesh, *, gather: bool):
+    """``step(state, sums, batch, table) -> (state, sums)`` over seeds and devices, jit-compiled.
 
-    The pmapped step takes the state unmapped (``in_axes=None``) and a batch already split to
-    (num_devices, B / num_devices, ...) by :func:`shard_batch`; the new state leaves unmapped.
+    ``state``: a stacked :class:`TrainState` (leading seed axis S), replicated on the mesh.
+    ``batch``: (S, B, ...) arrays split along B over the mesh, with ``index`` (S, B, T) rows of
+    ``table`` when ``gather`` (features stay on the device), else ``features`` (S, B, T, D);
+    plus labels (S, B, C), mask (S, B) and row (S, B). ``sums``: :func:`zero_metrics`-shaped
+    running metric sums, to which this step's are added without a host round trip.
+    ``table``: (N, D) replicated features, or None without ``gather``. The state is donated.
     """
-    if num_devices == 1:
-        return jax.jit(functools.partial(train_step, model=model, tx=tx, hp=hp),
-                       donate_argnums=(0,))
-    step = functools.partial(train_step, model=model, tx=tx, hp=hp, axis_name=AXIS)
-    return jax.pmap(step, axis_name=AXIS, in_axes=(None, 0), out_axes=(None, None),
-                    devices=jax.local_devices()[:num_devices])
+    per_seed = jax.vmap(functools.partial(train_step, model=model, tx=tx, hp=hp,
+                                          axis_name=AXIS))
+
+    def body(state, sums, batch, table):
+        dtype = model.dtype or jnp.float32
+        if gather:
+            batch = gather_features(batch, table, dtype)
+        else:
+            batch = dict(batch, features=batch['features'].astype(dtype))
+        state, metrics = per_seed(state, batch)
+        return state, jax.tree.map(jnp.add, sums, metrics)
+
+    sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(None, AXIS), P()),
+                            out_specs=(P(), P()))
+    # Fixed shardings: whatever placement the first state comes with, one program serves all.
+    every, rows = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(sharded, in_shardings=(every, every, rows, every),
+                   out_shardings=(every, every), donate_argnums=(0, 1))
 
 
-def shard_batch(batch: dict, num_devices: int) -> dict:
-    """Reshapes every (B, ...) array to (num_devices, B / num_devices, ...); B must divide."""
-    if num_devices == 1:
-        return batch
-    size = next(iter(batch.values())).shape[0]
-    if size % num_devices:
-        raise ValueError(f'batch size {size} does not divide {num_devices} devices')
-    return {k: np.reshape(v, (num_devices, size // num_devices) + v.shape[1:])
-            for k, v in batch.items()}
-
-
-def host_metrics(metrics: dict) -> dict[str, float]:
-    """Sums over videos divided by the video count, as Python floats."""
-    metrics = jax.device_get(metrics)
-    count = max(float(metrics['count']), 1.0)
-    return {k: float(v) / count for k, v in metrics.items() if k != 'count'}
+def host_metrics(sums: dict) -> list[dict[str, float]]:
+    """Per seed: metric sums divided by the video count, as Python floats."""
+    sums = jax.device_get(sums)
+    count = np.maximum(np.asarray(sums['count'], np.float64), 1.0)
+    names = [k for k in sums if k != 'count']
+    return [{k: float(np.asarray(sums[k], np.float64)[s] / count[s]) for k in names}
+            for s in range(len(count))]

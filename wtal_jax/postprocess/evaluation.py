@@ -663,3 +663,30 @@ def classification_map(scores: Any, labels: Any) -> float:
         raise ValueError('classification_map: no class has a positive video')
     ap = (precision * relevant).sum(axis=0)[present] / num_positive[present]
     return float(np.mean(ap))
+
+
+def restrict_ground_truth(gt: GroundTruth, videos) -> GroundTruth:
+    """The ground truth of ``videos`` only, as if the file had held just those videos.
+
+    Videos keep their file order, and classes are re-indexed in order of first appearance
+    among the kept instances (the official evaluation's class index), so restricting to every
+    video of the subset returns ``gt`` unchanged. Videos not in the subset are ignored.
+    """
+    wanted = set(videos)
+    keep_video = np.array([v in wanted for v in gt.video_names], bool)
+    new_index = np.cumsum(keep_video) - 1
+    keep = keep_video[gt.video]
+    if not keep.any():
+        raise UserError(f'none of the {len(wanted)} videos has ground truth in subset '
+                        f'{gt.subset!r}')
+    old_labels = gt.label[keep]
+    order = list(dict.fromkeys(old_labels.tolist()))  # first appearance
+    relabel = np.full(len(gt.class_names), -1, np.int64)
+    relabel[order] = np.arange(len(order))
+    return GroundTruth(
+        subset=gt.subset,
+        class_names=tuple(gt.class_names[c] for c in order),
+        video_names=tuple(v for v, k in zip(gt.video_names, keep_video) if k),
+        video=_frozen(new_index[gt.video[keep]].astype(np.int64)),
+        label=_frozen(relabel[old_labels]),
+        segments=_frozen(gt.segments[keep].copy()))

@@ -1,59 +1,67 @@
-"""Orbax checkpoints in a run directory: the latest few, the best by an evaluation metric.
+"""Orbax checkpoints: saved asynchronously, checksummed, kept latest-K plus each seed's best.
 
-Layout: ``WORKDIR/config.json`` (the resolved config) and ``WORKDIR/checkpoints/STEP/`` with
-items ``state`` (the :class:`~wtal_jax.method.train.TrainState` pytree) and ``meta`` (JSON: class
-names, feature size, the metrics of that step). Orbax writes each step atomically.
+A step's folder ``checkpoints/STEP/`` holds two items: ``state`` (the stacked
+:class:`~wtal_jax.method.train.TrainState` and the running metric sums) and ``meta`` (JSON:
+class names, sizes, seeds, the data fingerprint, the step's evaluation metrics and a checksum
+of every saved array). Orbax commits a step atomically (a temporary folder renamed at the end),
+so a crash during an asynchronous save leaves no half-written step behind; a step damaged later
+(a flipped byte, a truncated file) fails its checksums on restore.
+
+:class:`wtal_jax.runs.rundir.RunDir` is the one owner of a run's manager; this module holds the
+pieces it is made of.
 """
 
 import contextlib
-import json
 import os
 
 from absl import logging as absl_logging
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from wtal_jax import config as config_lib
-from wtal_jax.errors import UserError
-from wtal_jax.io_utils import write_json_atomic
-
-CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
 
 
+class CorruptCheckpoint(Exception):
+    """A saved step that cannot be restored intact (unreadable, or checksums differ)."""
+
+
 def metric_key(split: str, name: str) -> str:
-    """Metric names carry the split they were measured on, e.g. ``test/average_mAP``."""
+    """Metric names carry the split they were measured on, e.g. ``selection/average_mAP``."""
     return f'{split}/{name}'
 
 
-def open_manager(workdir: str, *, keep: int = 2, best_metric: str | None = None,
-                 best_mode: str = 'max', read_only: bool = False) -> ocp.CheckpointManager:
-    """A CheckpointManager keeping the latest ``keep`` steps plus the best by ``best_metric``.
+def open_manager(directory: str, *, keep: int, best_key: str | None = None,
+                 best_mode: str = 'max', num_seeds: int = 1, read_only: bool = False
+                 ) -> ocp.CheckpointManager:
+    """A CheckpointManager keeping the latest ``keep`` steps plus, for every seed, its best.
 
-    ``best_metric`` is a full key such as ``test/average_mAP``; steps saved without metrics
-    are kept only while they are among the latest.
+    ``best_key`` is a metric such as ``selection/average_mAP`` whose saved value is a list of
+    one number per seed; None keeps the latest steps only. Saves are asynchronous: ``save``
+    returns once the arrays are copied off the device, and the files are written behind.
     """
     policies = [ocm.LatestN(n=keep)]
     best_fn = None
-    if best_metric:
-        best_fn = lambda m: m[best_metric]  # noqa: E731
-        policies.append(ocm.BestN(get_metric_fn=best_fn, reverse=best_mode == 'min', n=1,
-                                  keep_checkpoints_without_metrics=False))
+    if best_key:
+        best_fn = lambda m: m[best_key][0]  # noqa: E731
+        policies += [ocm.BestN(get_metric_fn=lambda m, s=s: m[best_key][s],
+                               reverse=best_mode == 'min', n=1,
+                               keep_checkpoints_without_metrics=False)
+                     for s in range(num_seeds)]
     # Orbax writes a step's metrics to disk only when ``best_fn`` is set; without them on disk
     # a resumed run would forget which earlier step was best and delete it.
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocm.AnyPreservationPolicy(policies), read_only=read_only,
-        create=not read_only, enable_async_checkpointing=False, best_fn=best_fn,
+        create=not read_only, enable_async_checkpointing=not read_only, best_fn=best_fn,
         best_mode=best_mode, save_interval_steps=0 if read_only else 1)
-    directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-    # A read-only manager logs an absl warning that says only that it is read-only.
-    with _absl_errors_only(read_only):
-        return ocp.CheckpointManager(directory, options=options)
+    with absl_errors_only(read_only):  # read-only managers warn that they are read-only
+        return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
 @contextlib.contextmanager
-def _absl_errors_only(active: bool = True):
+def absl_errors_only(active: bool = True):
     """Silences Orbax's absl warnings about what we do on purpose (they would reach stderr)."""
     level = absl_logging.get_verbosity()
     if active:
@@ -64,51 +72,117 @@ def _absl_errors_only(active: bool = True):
         absl_logging.set_verbosity(level)
 
 
+# ---------------------------------------------------------------------------------------------
+# Checksums
+
+def _words(leaf: jax.Array) -> jax.Array:
+    """The array's bytes as uint32 words, flat (32-bit dtypes as they are, others widened)."""
+    if leaf.dtype.itemsize == 4:
+        return jax.lax.bitcast_convert_type(leaf, jnp.uint32).reshape(-1)
+    return jax.lax.bitcast_convert_type(leaf, jnp.uint8).reshape(-1).astype(jnp.uint32)
+
+
+@jax.jit
+def _checksums_and_finite(tree):
+    """Per leaf: sum_i (2i + 1) * word_i mod 2^32 (uint32), and whether every value is finite.
+
+    The weights are odd, hence invertible modulo 2^32: changing any single word changes the
+    sum. Integer sums wrap exactly, so the value does not depend on the device, the number of
+    devices or the reduction order.
+    """
+    def checksum(leaf):
+        words = _words(leaf)
+        weights = jnp.arange(words.shape[0], dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)
+        return jnp.sum(words * weights, dtype=jnp.uint32)
+
+    def finite(leaf):
+        return jnp.all(jnp.isfinite(leaf)) if jnp.issubdtype(leaf.dtype, jnp.inexact) \
+            else jnp.bool_(True)
+
+    return jax.tree.map(checksum, tree), jax.tree.map(finite, tree)
+
+
+def _keyed(tree) -> dict:
+    return {jax.tree_util.keystr(path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def checksums(tree) -> tuple[dict[str, int], bool]:
+    """({leaf path: checksum}, all values finite) of a pytree of arrays, computed on device."""
+    sums, finite = jax.device_get(_checksums_and_finite(tree))
+    return ({k: int(v) for k, v in _keyed(sums).items()},
+            all(bool(v) for v in jax.tree.leaves(finite)))
+
+
+def numpy_checksum(array: np.ndarray) -> int:
+    """The same checksum in NumPy, for one host array (tests and tools)."""
+    array = np.ascontiguousarray(array)
+    words = array.view(np.uint32).reshape(-1) if array.dtype.itemsize == 4 else \
+        array.view(np.uint8).reshape(-1).astype(np.uint32)
+    weights = np.arange(words.size, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    return int(np.sum(words * weights, dtype=np.uint32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Save and restore one step
+
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
          metrics: dict | None = None) -> None:
-    """Saves ``state`` and JSON ``meta`` at ``step`` (with ``metrics`` for the best policy)."""
+    """Starts saving ``state`` and JSON ``meta`` at ``step`` (asynchronous; see ``open_manager``).
+
+    ``meta`` must already hold the state's checksums (``meta['checksums']``).
+    """
     # Without metrics Orbax warns that the best-checkpoint policy got none: that is intended.
-    with _absl_errors_only(metrics is None):
+    with absl_errors_only(metrics is None):
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
             metrics=metrics, force=True)
-    manager.wait_until_finished()
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state):
-    """Restores (state, meta) of ``step`` into the structure of ``abstract_state``."""
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored.state, restored.meta
-
-
-def best_step(manager: ocp.CheckpointManager, best_metric: str, best_mode: str = 'max'):
-    """The saved step with the best ``best_metric``, or None when no step has it."""
-    metrics = {step: manager.metrics(step) for step in manager.all_steps()}
-    scored = [(m[best_metric], step) for step, m in metrics.items()
-              if m and best_metric in m]
-    if not scored:
-        return None
-    return (max if best_mode == 'max' else min)(scored)[1]
-
-
-def write_config(workdir: str, cfg) -> None:
-    """Writes the resolved config beside the checkpoints (atomically)."""
-    write_json_atomic(os.path.join(workdir, CONFIG_FILE), config_lib.to_dict(cfg), indent=2)
-
-
-def read_config(workdir: str):
-    """The config a run directory was trained (or converted) with."""
-    path = os.path.join(workdir, CONFIG_FILE)
+def restore_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+    """The JSON ``meta`` item of ``step``."""
     try:
-        with open(path) as f:
-            return config_lib.from_dict(json.load(f))
-    except FileNotFoundError:
-        raise UserError(f'{path}: not found; is {workdir} a wtal_jax run directory?') from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f'{path}: unreadable config: {e}') from None
+        return manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore())).meta
+    except Exception as e:  # orbax raises many types for a damaged folder
+        raise CorruptCheckpoint(f'step {step}: meta unreadable ({_first_line(e)})') from None
 
 
-def abstract_like(state):
-    """The shape/dtype skeleton of a state, to restore into without a real one."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state) -> tuple[object, dict]:
+    """Restores (state, meta) of ``step``, verified.
+
+    ``abstract_state``: the structure to restore into, or a function of the step's meta that
+    returns it (the class count, say, is known only from the meta).
+
+    Raises:
+      CorruptCheckpoint: the step cannot be read, or an array's checksum differs from the one
+        recorded when it was saved.
+    """
+    meta = restore_meta(manager, step)
+    if callable(abstract_state):
+        abstract_state = abstract_state(meta)
+    try:
+        state = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state))).state
+    except Exception as e:  # tensorstore, JSON and shape errors alike mean "damaged"
+        raise CorruptCheckpoint(f'step {step}: arrays unreadable ({_first_line(e)})') from None
+    expected = meta.get('checksums')
+    if expected is None:
+        raise CorruptCheckpoint(f'step {step}: no checksums recorded')
+    found, _ = checksums(state)
+    differ = sorted(k for k in expected.keys() | found.keys()
+                    if expected.get(k) != found.get(k))
+    if differ:
+        raise CorruptCheckpoint(f'step {step}: checksum mismatch in {", ".join(differ[:3])}')
+    return state, meta
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f'{type(error).__name__}: {text[0][:200]}' if text else type(error).__name__
+
+
+def abstract_like(tree, sharding=None):
+    """The shape/dtype skeleton of a pytree (with ``sharding`` on every leaf if given)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        tree)

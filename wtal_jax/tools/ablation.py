@@ -90,12 +90,13 @@ def run_config(config_path: str, overrides, setting: Setting, seed: int):
 
 def run_summary(workdir: str, cfg) -> dict:
     """Final-step and best evaluation of a finished run, from its ``metrics.jsonl``."""
-    from wtal_jax.runs import experiment
-    evals = [r for r in experiment.read_metrics(workdir) if r.get('split') == cfg.eval.split]
+    from wtal_jax.runs.rundir import METRICS_FILE, RunDir
+    evals = [r for r in RunDir(workdir).read_metrics()
+             if r.get('split') == cfg.data.test.subset]
     final = [r for r in evals if r['step'] == cfg.train.num_steps]
     if not final:
         raise UserError(f'{workdir}: no evaluation at the last step {cfg.train.num_steps} in '
-                        f'{experiment.METRICS_FILE}')
+                        f'{METRICS_FILE}')
     best = max(evals, key=lambda r: r['average_mAP'])  # the first of equal ones
     return {'final': final[-1]['average_mAP'], 'final_mAP': final[-1]['mAP'],
             'best': best['average_mAP'], 'best_step': best['step'], 'best_mAP': best['mAP'],
@@ -119,11 +120,12 @@ def train_one(cfg, workdir: str, *, progress: bool) -> tuple[dict, bool]:
 
     A run directory trained with another config is refused rather than mixed into the table.
     """
-    from wtal_jax.runs import checkpointing, experiment
+    from wtal_jax.runs import loop
+    from wtal_jax.runs.rundir import RunDir
     wanted = config_lib.to_dict(cfg)
     result_path = os.path.join(workdir, RESULT_FILE)
-    if os.path.exists(os.path.join(workdir, checkpointing.CONFIG_FILE)):
-        saved = config_lib.to_dict(checkpointing.read_config(workdir))
+    if os.path.isdir(workdir) and RunDir(workdir).has_config():
+        saved = config_lib.to_dict(RunDir(workdir).read_config())
         changed = _changed_keys(saved, wanted)
         if changed:
             raise UserError(f'{workdir} was trained with another config (differs in '
@@ -131,7 +133,7 @@ def train_one(cfg, workdir: str, *, progress: bool) -> tuple[dict, bool]:
         if os.path.exists(result_path):
             with open(result_path) as f:
                 return json.load(f)['summary'], False
-    experiment.train_and_evaluate(cfg, workdir, progress=progress)
+    loop.train_and_evaluate(cfg, workdir, progress=progress)
     summary = run_summary(workdir, cfg)
     write_json_atomic(result_path, {'summary': summary, 'config': wanted}, indent=1)
     return summary, True
@@ -251,7 +253,7 @@ def run_study(study: str, *, config_path: str, overrides=(), seeds: int = 3,
             f"{summary['best_step']} ({how})")
     table = {
         'study': study, 'config': config_path, 'overrides': list(overrides), 'seeds': seeds,
-        'split': cfg.eval.split, 'num_steps': cfg.train.num_steps,
+        'split': cfg.data.test.subset, 'num_steps': cfg.train.num_steps,
         'eval_every_steps': cfg.eval.every_steps,
         'tiou_thresholds': list(cfg.eval.tiou_thresholds),
         'metric': 'average mAP (fraction) over tiou_thresholds; final = at num_steps; best = '

@@ -96,7 +96,9 @@ class RunView:
       cfg: its config (with any overrides applied).
       names: class names, in label-column order.
       model, state, step: the network, the restored train state and its step.
-      split: the evaluated split (``cfg.eval.split``, normally 'test'), features in memory.
+      split: the evaluated split (the test subset), without its features (packed in the
+        evaluator).
+      seed: which seed of the run.
       evaluator: :class:`wtal_jax.runs.experiment.Evaluator` of that split.
     """
     workdir: str
@@ -107,6 +109,7 @@ class RunView:
     step: int
     split: dataset.Split
     evaluator: object  # wtal_jax.runs.experiment.Evaluator
+    seed: int = 0
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -118,7 +121,10 @@ class RunView:
         """Parameters of a fresh init with the run's seed: the network before training."""
         from wtal_jax.runs import experiment
         if 'init' not in self._cache:
-            self._cache['init'] = experiment.build(self.cfg, self.names)[3].params
+            from wtal_jax.method import train
+            seeds = experiment.run_seeds(self.cfg)
+            state = experiment.build(self.cfg, self.names).state
+            self._cache['init'] = train.unstack_state(state, seeds.index(self.seed)).params
         return self._cache['init']
 
     def scores(self, params=None) -> list[localization.VideoScores]:
@@ -156,24 +162,24 @@ class RunView:
         return self.evaluator.localize_cfg
 
 
-def load_run(path: str, *, which: str = 'best', overrides=(), progress: bool = False) -> RunView:
+def load_run(path: str, *, which: str = 'best', seed: int | None = None, overrides=(),
+             progress: bool = False) -> RunView:
     """Loads a run directory (or ``RUN/checkpoints/STEP``) and its evaluation split.
 
     ``which``: 'best' or 'latest' checkpoint. ``overrides``: ``KEY=VALUE`` strings applied to the
     saved config, e.g. ``data.root=/data/thumos14`` where the run was trained elsewhere (a
     relative ``data.root`` is relative to the current directory).
     """
-    from wtal_jax import config as config_lib
     from wtal_jax.runs import experiment
-    cfg, names, model, state, step = experiment.load_checkpoint(path, which=which)
-    config_lib.apply_overrides(cfg, overrides)
+    ckpt = experiment.load_checkpoint(path, which=which, seed=seed, overrides=overrides)
+    cfg = ckpt.cfg
     experiment.prepare_dataset(cfg, progress=progress)
-    split_name = cfg.eval.split
-    split = experiment.load_split(cfg, split_name, names, progress=progress)
-    evaluator = experiment.Evaluator(cfg, split, model, split_name=split_name)
-    workdir = experiment.find_checkpoint(path, which=which)[0]
-    return RunView(workdir=workdir, cfg=cfg, names=names, model=model, state=state, step=step,
-                   split=split, evaluator=evaluator)
+    split_name = cfg.data.test.subset
+    split = experiment.load_split(cfg, split_name, ckpt.names, progress=progress)
+    evaluator = experiment.Evaluator(cfg, split, ckpt.model, split_name=split_name)
+    return RunView(workdir=ckpt.workdir, cfg=cfg, names=ckpt.names, model=ckpt.model,
+                   state=ckpt.state, step=ckpt.step, split=evaluator.split, evaluator=evaluator,
+                   seed=ckpt.seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,15 +428,18 @@ def curves_figure(rows_or_workdir):
     Returns:
       Figure with four axes: L_cls, L_um, L_be, and the evaluation mAP.
     """
-    from wtal_jax.runs import experiment
     rows = rows_or_workdir
     if isinstance(rows_or_workdir, (str, os.PathLike)):
-        rows = experiment.read_metrics(rows_or_workdir)
+        from wtal_jax.runs.rundir import METRICS_FILE, RunDir
+        rows = RunDir(rows_or_workdir).read_metrics()
         if not rows:
-            raise UserError(f'{rows_or_workdir}: no {experiment.METRICS_FILE} (a converted '
+            raise UserError(f'{rows_or_workdir}: no {METRICS_FILE} (a converted '
                             'checkpoint has no training curves)')
+    seed = rows[0].get('seed') if rows else None   # a run of several seeds: its first
+    rows = [r for r in rows if r.get('seed') == seed]
     train_rows = [r for r in rows if r.get('split') == 'train']
-    eval_rows = [r for r in rows if 'average_mAP' in r]
+    selection_rows = [r for r in rows if r.get('split') == 'selection']
+    eval_rows = [r for r in rows if 'average_mAP' in r and r.get('split') != 'selection']
     fig, axes = new_figure(2, 2, figsize=(10.0, 6.0))
     steps = [r['step'] for r in train_rows]
     for ax, (key, title) in zip(axes.flat, _LOSSES):
@@ -446,6 +455,10 @@ def curves_figure(rows_or_workdir):
             ax.plot(steps, maps[:, j], lw=0.8, alpha=0.7, label=f'tIoU {t:g}')
         ax.plot(steps, [100 * r['average_mAP'] for r in eval_rows], color='k', lw=2.2,
                 marker='o', ms=3, label='average')
+        if selection_rows:
+            ax.plot([r['step'] for r in selection_rows],
+                    [100 * r['average_mAP'] for r in selection_rows], color='k', ls='--',
+                    lw=1.2, label='average, selection split')
         ax.legend(fontsize='x-small', ncol=2)
     else:
         ax.text(0.5, 0.5, 'no evaluation yet', transform=ax.transAxes, ha='center')
@@ -474,11 +487,12 @@ def write_figures(run: RunView, out: str, *, video: str | None = None,
     thresholds = _magnitude_thresholds(run.localize_config)
     written.append(save_png(plot_timeline(timeline, magnitude_thresholds=thresholds),
                             os.path.join(out, name)))
-    rows = experiment.read_metrics(run.workdir)
+    from wtal_jax.runs.rundir import METRICS_FILE, RunDir
+    rows = [r for r in RunDir(run.workdir).read_metrics() if r.get('seed', run.seed) == run.seed]
     if rows:
         written.append(save_png(curves_figure(rows), os.path.join(out, 'curves.png')))
     else:
-        print(f'note: {run.workdir} has no {experiment.METRICS_FILE}: no curves.png',
+        print(f'note: {run.workdir} has no {METRICS_FILE}: no curves.png',
               file=sys.stderr)
     return written
 

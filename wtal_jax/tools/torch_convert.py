@@ -292,43 +292,36 @@ def load_state_dict(path: str) -> Mapping:
 # ---------------------------------------------------------------------------------------------
 # The commands
 
-def _existing_steps(workdir: str) -> list[str] | None:
-    """Entries of WORKDIR/checkpoints (None when it holds nothing)."""
-    from wtal_jax.runs import checkpointing
-    folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
-    entries = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    return entries or None
-
-
-def _prepare_workdir(workdir: str, *, force: bool) -> None:
+def _prepare_workdir(run, *, force: bool) -> None:
     """Refuses a run directory that has checkpoints unless ``force`` (which removes them)."""
-    from wtal_jax.runs import checkpointing, experiment
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UserError(f'--workdir {workdir}: exists and is not a directory')
-    entries = _existing_steps(workdir)
+    from wtal_jax.runs.rundir import METRICS_FILE
+    from wtal_jax.runs import checkpointing
+    folder = run.checkpoint_dir
+    entries = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     if entries and not force:
         steps = [e for e in entries if e.isdigit()]
         what = f'steps {", ".join(sorted(steps, key=int))}' if steps else ', '.join(entries)
-        raise UserError(f'--workdir {workdir}: already has checkpoints ({what}); choose another '
+        raise UserError(f'--workdir {run.path}: already has checkpoints ({what}); choose another '
                         'directory or pass --force to replace them')
     if entries:
-        shutil.rmtree(os.path.join(workdir, checkpointing.CHECKPOINT_DIR))
+        shutil.rmtree(folder)
         # Rows of the replaced run would otherwise be read as this model's history.
-        metrics = os.path.join(workdir, experiment.METRICS_FILE)
+        metrics = os.path.join(run.path, METRICS_FILE)
         if os.path.exists(metrics):
             os.remove(metrics)
-    os.makedirs(workdir, exist_ok=True)
 
 
 def convert(model_path: str, cfg, workdir: str, *, force: bool = False
             ) -> tuple[str, tuple[str, ...]]:
     """Writes ``workdir`` (config.json, checkpoint step 0) from a release state dict.
 
-    The step-0 state holds the converted parameters, a fresh optimiser state and ``cfg.seed``'s
-    RNG; its meta is :func:`experiment.checkpoint_meta` plus ``converted_from``. Returns the
-    checkpoint folder and the class names.
+    The step-0 state holds the converted parameters (one seed), a fresh optimiser state and
+    ``cfg.seed``'s RNG; its meta is :func:`experiment.checkpoint_meta` plus ``converted_from``.
+    Returns the checkpoint folder and the class names.
     """
-    from wtal_jax.runs import checkpointing, experiment
+    import jax
+    from wtal_jax.runs import experiment
+    from wtal_jax.runs.rundir import RunDir
 
     if not cfg.data.class_names:  # the classes come from the annotations (or synthetic data)
         experiment.prepare_dataset(cfg, progress=False)
@@ -336,17 +329,21 @@ def convert(model_path: str, cfg, workdir: str, *, force: bool = False
     params = torch_state_dict_to_params(
         load_state_dict(model_path), feature_dim=cfg.data.feature_dim,
         embed_dim=cfg.model.embed_dim, num_classes=len(names), source=model_path)
-    _prepare_workdir(workdir, force=force)
-    _, tx, _, state = experiment.build(cfg, names)
-    # The shape checks above guarantee this; a failure here is a bug in the layout table.
-    _assert_same_structure(state.params, params)
-    state = state.replace(params=params, opt_state=tx.init(params))
-    meta = dict(experiment.checkpoint_meta(cfg, names),
-                converted_from=os.path.abspath(model_path))
-    checkpointing.write_config(workdir, cfg)  # before the checkpoint: a crash leaves no orphan
-    manager = checkpointing.open_manager(workdir, keep=cfg.checkpoint.keep)
-    checkpointing.save(manager, 0, state, meta)
-    return os.path.join(workdir, checkpointing.CHECKPOINT_DIR, '0'), names
+    if len(experiment.run_seeds(cfg)) != 1:
+        raise UserError('convert-torch writes one model: leave the config\'s seeds empty')
+    with RunDir(workdir, write=True) as run:
+        _prepare_workdir(run, force=force)
+        built = experiment.build(cfg, names)
+        # The shape checks above guarantee this; a failure here is a bug in the layout table.
+        _assert_same_structure(jax.tree.map(lambda x: x[0], built.state.params), params)
+        stacked = jax.tree.map(lambda p: p[None], params)
+        state = built.state.replace(params=stacked, opt_state=jax.vmap(built.tx.init)(stacked))
+        run.write_config(cfg)  # before the checkpoint: a crash leaves no orphan
+        run.manager(cfg, num_seeds=1)
+        if not experiment.save_checkpoint(run, 0, experiment.saved_state(state), cfg, names,
+                                          extra={'converted_from': os.path.abspath(model_path)}):
+            raise UserError(f'{model_path}: the state dict holds NaN or Inf values')
+    return os.path.join(run.checkpoint_dir, '0'), names
 
 
 def _assert_same_structure(reference, params) -> None:
@@ -357,7 +354,8 @@ def _assert_same_structure(reference, params) -> None:
         raise AssertionError(f'converted params {got} do not match the model {ref}')
 
 
-def export(source: str, output: str, *, which: str = 'best') -> tuple[int, str, tuple]:
+def export(source: str, output: str, *, which: str = 'best', seed: int | None = None
+           ) -> tuple[int, str, tuple]:
     """Writes the release state dict of a run's checkpoint to ``output`` (atomically).
 
     ``source`` is a run directory (``which`` picks 'best' or 'latest') or RUN/checkpoints/STEP.
@@ -368,9 +366,9 @@ def export(source: str, output: str, *, which: str = 'best') -> tuple[int, str, 
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise UserError(f'{output}: folder {folder} does not exist')
-    _, names, _, state, step = experiment.load_checkpoint(source, which=which)
-    workdir, _ = experiment.find_checkpoint(source, which=which)
-    state_dict = params_to_torch_state_dict(state.params)
+    ckpt = experiment.load_checkpoint(source, which=which, seed=seed)
+    names, step, workdir = ckpt.names, ckpt.step, ckpt.workdir
+    state_dict = params_to_torch_state_dict(ckpt.state.params)
     for key, value in state_dict.items():
         if not bool(torch.isfinite(value).all()):
             raise UserError(f'{source}: step {step} has non-finite values in {key}; export a '

@@ -1,0 +1,291 @@
+"""The training loop: ``train_and_evaluate``, the one long orchestrating function.
+
+It keeps the device busy. The training features live on the device when they fit (one packed
+table, uploaded once); each step sends only the (S, B, T) segment indices, labels and masks —
+a pure function of (seed, step) — and the gather happens inside the compiled step. Metric sums
+stay on the device and are fetched every ``train.log_every_steps``, where the non-finite check
+happens; checkpoints are saved asynchronously. Everything it calls is testable on its own.
+"""
+
+import dataclasses
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wtal_jax.data import pipeline
+from wtal_jax.errors import UserError
+from wtal_jax.io_utils import write_json_atomic
+from wtal_jax.method import train
+from wtal_jax.runs import checkpointing, distributed, experiment, summary
+from wtal_jax.runs.experiment import SELECTION
+from wtal_jax.runs.rundir import REPORT_FILE, RunDir, best_key
+
+
+class TrainingDiverged(UserError):
+    """The loss or the parameters became NaN or infinite; earlier checkpoints are intact."""
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the training features live
+
+def device_memory_bytes(device) -> tuple[int, str]:
+    """(bytes, where from) of a device's memory; a CPU device's memory is the host's."""
+    stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+    if stats and stats.get('bytes_limit'):
+        return int(stats['bytes_limit']), f'{device.device_kind} memory'
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'), 'host memory'
+
+
+def data_on_device(mode: str, fraction: float, table_bytes: int, device) -> tuple[bool, str]:
+    """Whether the packed training features go to the device, and why (for the log)."""
+    size = f'{table_bytes / 2 ** 20:.0f} MiB of training features'
+    if mode != 'auto':
+        return mode == 'always', f'{size}, train.data_on_device={mode}'
+    limit, what = device_memory_bytes(device)
+    fits = table_bytes <= fraction * limit
+    return fits, (f'{size} {"fit" if fits else "exceed"} train.device_memory_fraction='
+                  f'{fraction:g} of the {limit / 2 ** 30:.1f} GiB {what}')
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the loop
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+class _Evaluations:
+    """The evaluations of a run (primary process only): the selection split when it selects,
+    and the test split, for every seed; rows go to metrics.jsonl."""
+
+    def __init__(self, cfg, splits: dict, model, run: RunDir, seeds):
+        self.cfg, self.run, self.seeds = cfg, run, seeds
+        self.evaluators = {name: experiment.Evaluator(cfg, split, model, split_name=name)
+                           for name, split in splits.items()}
+
+    def __call__(self, state, step: int) -> dict[str, list[float]]:
+        """Evaluates every seed; returns {metric key: [value per seed]} for the checkpoint."""
+        scalars = {}
+        for index, seed in enumerate(self.seeds):
+            params = experiment.local_params(state.params, index)
+            for name, evaluator in self.evaluators.items():
+                metrics, _, _ = evaluator(params)
+                self.run.append_metrics({'step': step, 'split': name, 'seed': seed, **metrics})
+                for key, value in _scalars(metrics).items():
+                    scalars.setdefault(checkpointing.metric_key(name, key), []).append(value)
+        return scalars
+
+
+def _postfix(mean: dict, rate: float, last_map: float | None) -> str:
+    """What the progress bar shows after the count, most important first, one rate."""
+    shown = '' if last_map is None else f'mAP {100 * last_map:.2f} | '
+    return shown + f"loss {mean['loss']:.4f} | {rate:.1f} steps/s"
+
+
+def _mean_over_seeds(values: list[dict]) -> dict:
+    return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
+    """Trains ``cfg`` in ``workdir`` (resuming from its latest intact checkpoint), evaluating on
+    the way; writes ``report.json`` and returns the report (primary process; {} elsewhere)."""
+    from tqdm import tqdm
+
+    procs = distributed.current()
+    if procs.primary:
+        experiment.prepare_dataset(cfg, progress=progress)
+    distributed.barrier('wtal_jax:data')
+    if not cfg.data.root:
+        raise UserError('data.root is empty: pass --config.data.root=FOLDER')
+    # Saved absolute, so that the run can be evaluated or plotted from any directory.
+    cfg.data.root = os.path.abspath(cfg.data.root)
+    seeds = experiment.run_seeds(cfg)
+    names = experiment.class_names(cfg)
+    test_name = cfg.data.test.subset
+    show = progress and procs.primary
+    train_split, selection_split = experiment.load_training(cfg, names, progress=show)
+    eval_splits = {}
+    if cfg.checkpoint.select == 'selection':
+        eval_splits[SELECTION] = selection_split
+        if not len(selection_split):
+            raise UserError(f'checkpoint.select=selection, but data.selection_fraction='
+                            f'{cfg.data.selection_fraction:g} holds out no training video')
+    eval_splits[test_name] = experiment.load_split(cfg, test_name, names, progress=show)
+    if procs.primary:
+        for name, split in ((cfg.data.train.subset, train_split), *eval_splits.items()):
+            if split.num_clipped:
+                note(f'note: {split.num_clipped} annotations of the {name} split end after '
+                     'their video and were clipped')
+        if SELECTION in eval_splits:
+            note(f'note: {len(eval_splits[SELECTION])} of the {len(train_split) + len(eval_splits[SELECTION])}'
+                 f' training videos are held out to select the checkpoint '
+                 f'(data.selection_fraction={cfg.data.selection_fraction:g})')
+
+    built = experiment.build(cfg, names)
+    devices = distributed.training_devices(cfg.train.num_devices)
+    if cfg.train.batch_size % len(devices):
+        raise UserError(f'batch size {cfg.train.batch_size} does not divide {len(devices)} '
+                        'devices')
+    mesh = train.make_mesh(devices)
+    replicated = train.replicated(mesh)
+    rows_per_process = cfg.train.batch_size // procs.count
+    rows = slice(procs.index * rows_per_process, (procs.index + 1) * rows_per_process)
+    fingerprint = experiment.data_fingerprint(train_split)
+
+    with RunDir(workdir, write=True, primary=procs.primary) as run:
+        run.manager(cfg, num_seeds=len(seeds))
+        saved = run.steps()
+        start = 0
+        loop_state = experiment.saved_state(built.state)
+        if saved:
+            run.check_same_run(cfg)
+            loop_state, meta, start = run.restore(
+                experiment.abstract_state(cfg, names, replicated))
+            if meta.get('data') and meta['data'] != fingerprint:
+                raise UserError(
+                    f'{workdir} was trained on other data ({meta["data"]["videos"]} training '
+                    f'videos, fingerprint {meta["data"]["sha256"][:12]}); {cfg.data.root} gives '
+                    f'{fingerprint["videos"]} ({fingerprint["sha256"][:12]}): the same videos '
+                    'with the same lengths are needed to resume')
+            if procs.primary:
+                note(f'resuming from step {start} in {workdir}')
+        else:
+            if cfg.train.init_from:
+                loop_state['train'] = _init_from(cfg, names, built)
+            loop_state = distributed.replicate(loop_state, replicated)
+        run.write_config(cfg)
+        run.restart_metrics(start)
+
+        # Training data: on the device (one table, gathered in the step) or the host.
+        batchers = [pipeline.TrainBatches(
+            train_split.features, train_split.labels, num_segments=cfg.data.num_segments,
+            batch_size=cfg.train.batch_size, seed=seed) for seed in seeds]
+        table_dtype = np.float32 if cfg.model.dtype == 'float32' else jnp.bfloat16
+        table_bytes = int(train_split.num_segments.sum()) * train_split.feature_dim * \
+            np.dtype(table_dtype).itemsize
+        on_device, why = data_on_device(cfg.train.data_on_device,
+                                        cfg.train.device_memory_fraction, table_bytes, devices[0])
+        table, offsets = None, None
+        if on_device:
+            host_table, offsets = pipeline.pack_table(train_split.features, table_dtype)
+            for b in batchers:
+                b.release_features()   # only lengths are needed from here on
+            train_split = dataclasses.replace(train_split, features=[])
+            table = distributed.replicate(host_table, replicated)
+            del host_table
+        if procs.primary:
+            where = 'on the device, gathered in the step' if on_device else \
+                f'on the host, {cfg.train.prefetch_workers} prefetch threads'
+            note(f'training data: {where} ({why}); {len(seeds)} seed'
+                 f'{"s" if len(seeds) > 1 else ""} on {len(devices)} device'
+                 f'{"s" if len(devices) > 1 else ""}'
+                 + (f' in {procs.count} processes' if procs.count > 1 else ''))
+
+        step_fn = train.compile_train_step(built.model, built.tx, built.hp, mesh,
+                                           gather=on_device)
+        evaluate = _Evaluations(cfg, eval_splits, built.model, run, seeds) \
+            if procs.primary else None
+        select_key = best_key(cfg)
+        sharding = train.batch_sharding(mesh)
+
+        def make_batch(step: int) -> dict:
+            return pipeline.seed_batch(batchers, step, rows=rows, offsets=offsets)
+
+        def last_good() -> str:
+            run.manager().wait_until_finished()
+            steps = run.steps()
+            return f'step {steps[-1]} in {workdir}' if steps else 'none'
+
+        def save(step: int, scalars: dict | None) -> None:
+            """Checks and saves the loop state; ``scalars`` (evaluation steps) are the primary's
+            metrics, of which every process needs the selecting one for the retention."""
+            if scalars is not None and procs.count > 1:
+                chosen = np.asarray(scalars.get(select_key, [0.0] * len(seeds))
+                                    if procs.primary else [0.0] * len(seeds), np.float64)
+                chosen = distributed.broadcast(chosen).tolist()
+                scalars = dict(scalars, **{select_key: chosen}) if procs.primary else \
+                    {select_key: chosen}
+            if not experiment.save_checkpoint(run, step, loop_state, cfg, names,
+                                              fingerprint=fingerprint, metrics=scalars):
+                raise TrainingDiverged(f'non-finite parameters after step {step}; last good '
+                                       f'checkpoint: {last_good()}')
+
+        num_steps = cfg.train.num_steps
+        bar = tqdm(total=num_steps, initial=start, disable=not show, unit='step',
+                   bar_format='{n_fmt}/{total_fmt} {bar:10} {desc} [{elapsed}<{remaining}]')
+        stream = pipeline.prefetch(make_batch, start, num_steps,
+                                   buffer_size=cfg.train.prefetch,
+                                   num_workers=1 if on_device else cfg.train.prefetch_workers)
+        window_start, window_time, last_map = start, time.perf_counter(), None
+        try:
+            for index, host_batch in stream:
+                step = index + 1
+                loop_state['train'], loop_state['sums'] = step_fn(
+                    loop_state['train'], loop_state['sums'],
+                    distributed.global_batch(host_batch, sharding), table)
+                if step % cfg.train.log_every_steps == 0 or step == num_steps:
+                    per_seed = train.host_metrics(loop_state['sums'])   # waits for the device
+                    if not all(math.isfinite(v) for m in per_seed for v in m.values()):
+                        raise TrainingDiverged(
+                            f'non-finite loss between steps {window_start + 1} and {step}; '
+                            f'last good checkpoint: {last_good()}')
+                    rate = (step - window_start) / (time.perf_counter() - window_time)
+                    for seed, values in zip(seeds, per_seed):
+                        run.append_metrics({'step': step, 'split': 'train', 'seed': seed,
+                                            **values, 'steps_per_second': rate})
+                    loop_state['sums'] = jax.tree.map(jnp.zeros_like, loop_state['sums'])
+                    bar.set_description_str(
+                        _postfix(_mean_over_seeds(per_seed), rate, last_map), refresh=False)
+                    window_start = step
+                if step % cfg.eval.every_steps == 0 or step == num_steps:
+                    scalars = evaluate(loop_state['train'], step) if evaluate else {}
+                    if scalars:
+                        last_map = float(np.mean(scalars[checkpointing.metric_key(
+                            test_name, 'average_mAP')]))
+                    save(step, scalars)
+                elif step % cfg.checkpoint.every_steps == 0:
+                    save(step, None)
+                if step % cfg.train.log_every_steps == 0:
+                    window_time = time.perf_counter()   # the rate leaves evaluations out
+                bar.update(1)
+        finally:
+            stream.close()
+            bar.close()
+        if not procs.primary:
+            return {}
+        result = summary.run_report(
+            run.read_metrics(), seeds=seeds, select=cfg.checkpoint.select,
+            test_split=test_name, num_steps=num_steps, metric=cfg.checkpoint.best_metric,
+            mode=cfg.checkpoint.best_mode,
+            videos={name: len(split) for name, split in eval_splits.items()})
+        write_json_atomic(os.path.join(run.path, REPORT_FILE), result, indent=1)
+        return result
+
+
+def _init_from(cfg, names, built) -> train.TrainState:
+    """Every seed's state starting from another run's best parameters (fresh optimiser)."""
+    source = experiment.load_checkpoint(cfg.train.init_from)
+    if source.names != names:
+        raise UserError(f'{cfg.train.init_from}: classes differ from the data set')
+    found = jax.tree.map(np.shape, source.state.params)
+    wanted = jax.tree.map(lambda x: np.shape(x)[1:], built.state.params)
+    if found != wanted:
+        raise UserError(f'{cfg.train.init_from}: parameter shapes {found} do not fit this '
+                        f'config ({wanted}): check data.feature_dim and model.embed_dim')
+    params = jax.tree.map(lambda p, s: jnp.broadcast_to(p, s.shape), source.state.params,
+                          built.state.params)
+    opt_state = jax.vmap(built.tx.init)(params)
+    note(f'initialised from {cfg.train.init_from} (step {source.step})')
+    return built.state.replace(params=params, opt_state=opt_state)

@@ -1,0 +1,321 @@
+"""The run directory, as one object that never loses or mixes a user's work.
+
+Layout of ``WORKDIR``::
+
+    config.json        the resolved config (validated again whenever it is read)
+    metrics.jsonl      one JSON row per training log and per evaluation, in step order
+    checkpoints/STEP/  orbax checkpoints (see ``checkpointing``)
+    report.json        the final report of a training run
+    .lock              held (flock) by the one process that writes this run
+
+:class:`RunDir` owns all of it: one writer at a time (a second is refused with the holder's
+process id; the kernel releases the lock of a killed process, so a stale lock never blocks),
+one checkpoint manager (closed on exit), checksummed restore with fallback to the newest intact
+step, a crash-safe metrics log, and the check that a resumed run is the same run on the same
+data. Every problem is a one-line :class:`~wtal_jax.errors.UserError`.
+"""
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+
+from wtal_jax import config as config_lib
+from wtal_jax.errors import UserError
+from wtal_jax.io_utils import write_json_atomic, write_text_atomic
+from wtal_jax.runs import checkpointing
+
+CONFIG_FILE = 'config.json'
+METRICS_FILE = 'metrics.jsonl'
+REPORT_FILE = 'report.json'
+LOCK_FILE = '.lock'
+
+# Fields that may change between a run and its resumption: how long, how often, where from,
+# and how the work is spread over devices and host threads.
+RESUMABLE_CHANGES = ('train.num_steps', 'train.log_every_steps', 'train.prefetch',
+                     'train.prefetch_workers', 'train.num_devices', 'train.data_on_device',
+                     'train.device_memory_fraction', 'eval.every_steps', 'eval.chunk_segments',
+                     'checkpoint.every_steps', 'data.root')
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something the user should know but that does not stop us."""
+    print(f'warning: {message}', file=sys.stderr)
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def config_changes(saved, wanted, ignore=()) -> list[str]:
+    """``'key: old -> new'`` for every field that differs between two configs."""
+    a, b = _flatten(config_lib.to_dict(saved)), _flatten(config_lib.to_dict(wanted))
+    return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and k not in ignore]
+
+
+class RunDir:
+    """One run directory; use as a context manager.
+
+    Args:
+      path: the folder (created when ``write`` and absent).
+      write: this command writes the run (train, convert): take the lock.
+      primary: False on the other processes of a multi-process run, which write nothing but
+        their share of the checkpoints (orbax coordinates them) and take no lock.
+    """
+
+    def __init__(self, path: str, *, write: bool = False, primary: bool = True):
+        self.path = os.path.abspath(path)
+        self.write = write
+        self.primary = primary
+        self._manager = None
+        self._lock = None
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
+        if write:
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as e:
+                raise UserError(f'{path}: cannot create the run folder ({e.strerror})') from None
+            if primary:
+                self._acquire_lock()
+        elif not os.path.isdir(self.path):
+            raise UserError(f'{path}: no such run directory')
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def __enter__(self) -> 'RunDir':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Waits for pending checkpoint writes, closes the manager, releases the lock."""
+        try:
+            if self._manager is not None:
+                self._manager.wait_until_finished()
+                self._manager.close()
+                self._manager = None
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # closing the descriptor releases the flock
+                self._lock = None
+
+    def _acquire_lock(self) -> None:
+        lock = open(os.path.join(self.path, LOCK_FILE), 'a+')
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or 'another process'
+            lock.close()
+            raise UserError(f'{self.path} is in use by {holder}; wait for it to finish or use '
+                            'another --workdir') from None
+        lock.seek(0)
+        lock.truncate()
+        command = ' '.join(os.path.basename(a) if i == 0 else a
+                           for i, a in enumerate(sys.argv))[:200]
+        lock.write(f'process {os.getpid()} on {socket.gethostname()} ({command}, since '
+                   f'{time.strftime("%Y-%m-%d %H:%M:%S")})\n')
+        lock.flush()
+        self._lock = lock
+
+    # -- config ----------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.path, CONFIG_FILE)
+
+    def has_config(self) -> bool:
+        return os.path.exists(self.config_path)
+
+    def read_config(self):
+        """The config the run was trained (or converted) with, validated."""
+        path = self.config_path
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except FileNotFoundError:
+            raise UserError(f'{path}: not found; is {self.path} a wtal_jax run '
+                            'directory?') from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f'{path}: unreadable config ({e})') from None
+        except RecursionError:
+            raise UserError(f'{path}: unreadable config (nested too deeply)') from None
+        return config_lib.from_dict(values, source=path)
+
+    def write_config(self, cfg) -> None:
+        if self.primary:
+            write_json_atomic(self.config_path, config_lib.to_dict(cfg), indent=2)
+
+    def check_same_run(self, cfg) -> None:
+        """Refuses to resume under a config that would change what the run trains."""
+        changed = config_changes(self.read_config(), cfg, RESUMABLE_CHANGES)
+        if changed:
+            raise UserError(f'{self.path} holds a run trained with another config '
+                            f'({", ".join(changed[:4])}); use a new --workdir to train this one')
+
+    # -- metrics log -----------------------------------------------------------------------
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.path, METRICS_FILE)
+
+    def read_metrics(self, *, quiet: bool = False) -> list[dict]:
+        """All rows of ``metrics.jsonl`` in order.
+
+        Each row is written as one line with its newline in one call, so only a crash while
+        writing can leave a last line without one: that torn line is dropped with a warning.
+        Damage anywhere else is an error.
+        """
+        try:
+            with open(self.metrics_path, encoding='utf-8') as f:
+                lines = f.read().split('\n')
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f'{self.metrics_path}: unreadable ({e})') from None
+        if lines[-1]:
+            if not quiet:
+                warn(f'{self.metrics_path}: dropped a torn last line {len(lines)} (a crash '
+                     'while writing it)')
+        rows = []
+        for number, line in enumerate(lines[:-1], 1):
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get('step'), int):
+                raise UserError(f'{self.metrics_path}: line {number} is not a metrics row')
+            rows.append(row)
+        return rows
+
+    def restart_metrics(self, step: int) -> None:
+        """Keeps the rows up to ``step`` (none for 0): the rows a resumed run has not redone."""
+        if not self.primary:
+            return
+        rows = [r for r in self.read_metrics() if r['step'] <= step]
+        if rows or os.path.exists(self.metrics_path):
+            write_text_atomic(self.metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
+
+    def append_metrics(self, row: dict) -> None:
+        """Appends one row, flushed to the operating system at once (a killed process loses
+        nothing it has written); ``sync`` makes it durable at checkpoints."""
+        if not self.primary:
+            return
+        with open(self.metrics_path, 'a', encoding='utf-8') as f:
+            f.write(json.dumps(row, allow_nan=False) + '\n')
+            f.flush()
+
+    def sync_metrics(self) -> None:
+        if self.primary and os.path.exists(self.metrics_path):
+            with open(self.metrics_path, 'rb+') as f:
+                os.fsync(f.fileno())
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.path, checkpointing.CHECKPOINT_DIR)
+
+    def manager(self, cfg=None, *, num_seeds: int = 1):
+        """The run's one checkpoint manager (opened on first use, closed with the RunDir).
+
+        Writers pass the config (retention: ``checkpoint.keep`` latest plus each seed's best by
+        ``checkpoint.select``); readers open it read-only.
+        """
+        if self._manager is None:
+            if self.write:
+                if cfg is None:
+                    raise ValueError('a writer opens its manager with the config first')
+                key = best_key(cfg)
+                self._manager = checkpointing.open_manager(
+                    self.checkpoint_dir, keep=cfg.checkpoint.keep, best_key=key,
+                    best_mode=cfg.checkpoint.best_mode, num_seeds=num_seeds)
+            else:
+                if not os.path.isdir(self.checkpoint_dir):
+                    raise UserError(f'{self.path}: no checkpoint in '
+                                    f'{checkpointing.CHECKPOINT_DIR}/')
+                self._manager = checkpointing.open_manager(self.checkpoint_dir, keep=1,
+                                                           read_only=True)
+        return self._manager
+
+    def steps(self) -> list[int]:
+        """Saved steps, oldest first ([] when there is no checkpoint folder)."""
+        if self._manager is None and not os.path.isdir(self.checkpoint_dir):
+            return []
+        return sorted(self.manager().all_steps())
+
+    def best_step(self, key: str, mode: str, seed: int = 0) -> int | None:
+        """The saved step with the best value of metric ``key`` for ``seed``, or None."""
+        manager = self.manager()
+        scored = []
+        for step in manager.all_steps():
+            metrics = manager.metrics(step)
+            if metrics and key in metrics:
+                scored.append((metrics[key][seed], step))
+        if not scored:
+            return None
+        return (max if mode == 'max' else min)(scored)[1]
+
+    def save(self, step: int, state, meta: dict, metrics: dict | None) -> None:
+        """Starts an asynchronous save of ``state`` with ``meta`` (checksums added here)."""
+        self.sync_metrics()  # rows up to this step are durable before it is
+        checkpointing.save(self.manager(), step, state, meta, metrics)
+
+    def restore(self, abstract_state, *, step: int | None = None,
+                candidates: list[int] | None = None, quiet: bool = False):
+        """Restores the first intact step among ``candidates`` (default: ``step`` alone, or
+        every saved step, newest first); returns (state, meta, step).
+
+        ``abstract_state``: the structure to restore into, or a function of a step's meta
+        returning it.
+
+        A damaged step is skipped with a one-line warning; none intact is a UserError.
+        """
+        manager = self.manager()
+        saved = sorted(manager.all_steps(), reverse=True)
+        if step is not None:
+            if step not in saved:
+                raise UserError(f'{self.path}: no checkpoint at step {step} (saved: '
+                                f'{", ".join(map(str, sorted(saved))) or "none"})')
+            candidates = [step]
+        candidates = saved if candidates is None else candidates
+        if not candidates:
+            raise UserError(f'{self.path}: no checkpoint in {checkpointing.CHECKPOINT_DIR}/')
+        problems = []
+        for n, candidate in enumerate(candidates):
+            try:
+                state, meta = checkpointing.restore(manager, candidate, abstract_state)
+            except checkpointing.CorruptCheckpoint as e:
+                problems.append(str(e))
+                if not quiet and n + 1 < len(candidates):
+                    warn(f'{self.checkpoint_dir}: {e}; falling back to step '
+                         f'{candidates[n + 1]}')
+                continue
+            return state, meta, candidate
+        raise UserError(f'{self.checkpoint_dir}: no intact checkpoint ({"; ".join(problems)})')
+
+    def restore_meta(self, step: int) -> dict:
+        try:
+            return checkpointing.restore_meta(self.manager(), step)
+        except checkpointing.CorruptCheckpoint as e:
+            raise UserError(f'{self.checkpoint_dir}: {e}') from None
+
+
+def best_key(cfg) -> str | None:
+    """The metric that picks the best step under ``checkpoint.select`` (None for 'last')."""
+    select = cfg.checkpoint.select
+    if select == 'last':
+        return None
+    split = 'selection' if select == 'selection' else cfg.data.test.subset
+    return checkpointing.metric_key(split, cfg.checkpoint.best_metric)
