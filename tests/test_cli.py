@@ -1,6 +1,7 @@
 """End to end through ``python -m wtal_jax``: train, evaluate, detect, map; bad input gives one
 line on stderr and exit status 2, never a traceback, and leaves earlier results intact."""
 
+import argparse
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from wtal_jax import cli
 from wtal_jax.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,8 +44,8 @@ def assert_ok(proc):
     assert 'Traceback' not in proc.stderr
 
 
-def assert_one_line_error(proc, command_name, *words):
-    assert proc.returncode == 2, f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}'
+def assert_one_line_error(proc, command_name, *words, status=2):
+    assert proc.returncode == status, f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}'
     assert 'Traceback' not in proc.stderr + proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -55,6 +57,67 @@ def assert_one_line_error(proc, command_name, *words):
 def video_names(root, split):
     with open(os.path.join(root, f'split_{split}.txt')) as f:
         return [line.strip() for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser: one place, every option explained
+
+
+def subcommands() -> dict:
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_subcommand_is_built_by_the_cli():
+    assert set(subcommands()) == {'train', 'evaluate', 'map', 'detect', 'bench', 'convert-torch',
+                                  'export-torch', 'plot', 'ablate'}
+
+
+@pytest.mark.parametrize('name', sorted(subcommands()))
+def test_help_gives_every_option_a_text_and_its_default(name):
+    parser = subcommands()[name]
+    shown = ' '.join(parser.format_help().split())  # as printed, without the line breaks
+    in_required_group = {id(a) for g in parser._mutually_exclusive_groups if g.required
+                         for a in g._group_actions}
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        what = f'{name} {"/".join(action.option_strings) or action.dest}'
+        assert action.help and len(action.help) > 10, f'{what} has no help text'
+        if not action.option_strings or action.required or id(action) in in_required_group:
+            continue  # given every time: no default to state
+        if action.default is False:
+            assert action.nargs == 0, f'{what}: a flag'  # store_true: off unless given
+        elif action.default is None:
+            assert '(default: ' in action.help, f'{what} does not say what happens without it'
+        else:
+            assert f'(default: {action.default})' in shown, f'{what} hides its default'
+
+
+def test_library_modules_are_importable_without_argparse_and_parse_nothing():
+    """The tools expose functions; the command line lives in cli.py alone."""
+    tools = ('bench', 'torch_convert', 'plotting', 'ablation')
+    code = ('import sys; import ' + ', '.join(f'wtal_jax.tools.{m}' for m in tools) +
+            '; print("argparse" in sys.modules)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == 'False', out.stderr
+    for name in tools:
+        path = os.path.join(REPO, 'wtal_jax', 'tools', name + '.py')
+        with open(path) as f:
+            source = f.read()
+        for word in ('argparse', 'SystemExit', 'add_parser', 'sys.exit'):
+            assert word not in source, (name, word)
+
+
+def test_building_the_parser_imports_no_framework_or_extra():
+    code = ('import sys; from wtal_jax import cli; cli.build_parser(); print(sorted(m for m in '
+            'sys.modules if m.split(".")[0] in ("jax", "flax", "orbax", "torch", '
+            '"matplotlib")))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == '[]', out.stderr
 
 
 @pytest.fixture(scope='module')
@@ -126,6 +189,15 @@ def test_evaluate_writes_results_and_metrics(data_root, evaluated):
     best = max(evals, key=lambda r: (r['average_mAP'], r['step']))
     assert metrics['step'] == best['step']
     assert metrics['average_mAP'] == pytest.approx(best['average_mAP'], abs=1e-9)
+
+
+def test_best_metric_choices_are_the_scalars_an_evaluation_records(evaluated):
+    """checkpoint.best_metric may name exactly the scalar metrics evaluate writes."""
+    from wtal_jax import config
+    workdir, _ = evaluated
+    with open(os.path.join(workdir, 'metrics_test.json')) as f:
+        metrics = json.load(f)
+    assert {k for k, v in metrics.items() if isinstance(v, float)} == set(config.EVAL_METRICS)
 
 
 def test_map_on_the_written_results(data_root, evaluated, tmp_path):
@@ -272,7 +344,7 @@ def test_bad_train_input_is_one_line_exit_2(bad_train_runs, case):
     assert_one_line_error(bad_train_runs[case], 'train', *BAD_TRAIN_INPUTS[case][2])
 
 
-def test_failing_runs_leave_earlier_results_intact(data_root, evaluated, tmp_path):
+def test_bad_input_is_found_before_any_results_are_written(data_root, evaluated, tmp_path):
     workdir, proc = evaluated
     assert_ok(proc)
     results_path = os.path.join(workdir, 'results_test.json')
@@ -295,8 +367,69 @@ def test_failing_runs_leave_earlier_results_intact(data_root, evaluated, tmp_pat
     # detect over an existing output file, with one feature file missing: the file stays.
     out = tmp_path / 'detections.json'
     out.write_text('{"previous": true}')
-    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(out),
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(out), '--force',
                    _feature(data_root, 'rgb', video_names(data_root, 'test')[0], 'test') + ','
                    + str(tmp_path / 'missing_flow.npy'), cwd=str(tmp_path))
     assert_one_line_error(proc, 'detect', 'missing_flow.npy')
     assert json.loads(out.read_text()) == {'previous': True}
+
+
+# The kernel refuses writes past the first LIMIT bytes of any file (EFBIG; SIGXFSZ ignored so
+# that the process is not killed): a write cut off midway, as on a full disk.
+LIMITED = ('import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); '
+           'limit = int(sys.argv.pop(1)); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, '
+           'limit)); runpy.run_module("wtal_jax", run_name="__main__")')
+
+
+def run_cli_limited(limit, *args, cwd):
+    return subprocess.run([sys.executable, '-c', LIMITED, str(limit), *args],
+                          capture_output=True, text=True, cwd=cwd, env=cli_env(), timeout=300)
+
+
+def test_results_writes_cut_off_midway_keep_the_previous_files(data_root, evaluated, tmp_path):
+    workdir, proc = evaluated
+    assert_ok(proc)
+    results_path = os.path.join(workdir, 'results_test.json')
+    files = {name: open(os.path.join(workdir, name), 'rb').read()
+             for name in ('results_test.json', 'metrics_test.json')}
+    listing = sorted(os.listdir(workdir))
+    assert len(files['results_test.json']) > 1000
+    proc = run_cli_limited(1000, 'evaluate', '--workdir', workdir, '--quiet', cwd=str(tmp_path))
+    assert_one_line_error(proc, 'evaluate', results_path, 'File too large', 'unchanged',
+                          status=1)
+    for name, content in files.items():
+        with open(os.path.join(workdir, name), 'rb') as f:
+            assert f.read() == content, name
+    assert sorted(os.listdir(workdir)) == listing  # no temporary file left
+
+    names = video_names(data_root, 'test')[:3]
+    specs = [','.join(_feature(data_root, s, n, 'test') for s in ('rgb', 'flow')) for n in names]
+    out = tmp_path / 'detections.json'
+    out.write_text('{"previous": true}')
+    proc = run_cli_limited(300, 'detect', '--checkpoint', workdir, '--output', str(out),
+                           '--force', *specs, cwd=str(tmp_path))
+    assert_one_line_error(proc, 'detect', str(out), 'File too large', status=1)
+    assert json.loads(out.read_text()) == {'previous': True}
+    assert os.listdir(tmp_path) == ['detections.json']
+
+
+def test_detect_refuses_to_replace_an_output_without_force(data_root, evaluated, tmp_path):
+    workdir, _ = evaluated
+    name = video_names(data_root, 'test')[0]
+    spec = ','.join(_feature(data_root, s, name, 'test') for s in ('rgb', 'flow'))
+    out = tmp_path / 'detections.json'
+    out.write_text('{"previous": true}')
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(out), spec,
+                   cwd=str(tmp_path))
+    assert_one_line_error(proc, 'detect', str(out), 'exists', '--force')
+    assert json.loads(out.read_text()) == {'previous': True}
+    for output, words in ((tmp_path, ['is a folder']),
+                          (tmp_path / 'missing' / 'd.json', ['does not exist'])):
+        proc = run_cli('detect', '--checkpoint', workdir, '--output', str(output), '--force',
+                       spec, cwd=str(tmp_path))
+        assert_one_line_error(proc, 'detect', str(output), *words)
+    assert os.listdir(tmp_path) == ['detections.json']
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(out), '--force', spec,
+                   cwd=str(tmp_path))
+    assert_ok(proc)
+    assert list(json.loads(out.read_text())['results']) == [name]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from wtal_jax import config
+from wtal_jax.cli import main as cli_main
 from wtal_jax.errors import UserError
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
@@ -182,3 +183,158 @@ def test_activitynet_configs(name):
     assert cfg.data.train.subset == 'training' and cfg.data.test.subset == 'validation'
     assert cfg.data.use_duration and cfg.localize.use_duration
     assert cfg.data.class_names == ()           # 100 / 200 classes, read from the annotations
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: declared ranges and choices, every violation in one message
+
+# The out-of-range settings found in issue 11, each a traceback or silently accepted before.
+ISSUE_CASES = ('eval.every_steps=0', 'checkpoint.every_steps=0', 'train.log_every_steps=0',
+               'data.num_segments=0', 'train.batch_size=0', 'model.embed_dim=0', 'model.r_act=0',
+               'train.prefetch=0', 'seed=-1', 'checkpoint.best_mode=xyz',
+               'optim.learning_rate=nan', 'optim.learning_rate=-1', 'model.dropout_rate=1.5',
+               'checkpoint.best_metric=nonexistent', 'train.num_steps=0')
+
+
+def leaves(node, prefix=''):
+    """Dotted names of every field (written out here, not taken from the package)."""
+    names = []
+    for key, value in node.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            names += leaves(value, f'{prefix}{key}.')
+        else:
+            names.append(prefix + key)
+    return names
+
+
+def test_every_field_has_exactly_one_rule():
+    assert sorted(leaves(config.default_config())) == sorted(config.RULES)
+
+
+@pytest.mark.parametrize('item', ISSUE_CASES)
+def test_each_out_of_range_setting_of_the_issue_is_refused(item):
+    key, value = item.split('=')
+    with pytest.raises(UserError) as info:
+        config.apply_overrides(locked_default(), [item], source='my.py')
+    message = str(info.value)
+    assert message.startswith('my.py: 1 invalid setting: ') and '\n' not in message
+    assert f'{key}=' in message and value in message and '(must be ' in message
+
+
+def test_every_violation_is_reported_in_one_line(tmp_path):
+    cfg_file = tmp_path / 'bad.py'
+    cfg_file.write_text('from wtal_jax.config import default_config\n\n\ndef get_config():\n'
+                        '    c = default_config()\n    c.loss.margin = -5.0\n    return c\n')
+    with pytest.raises(UserError) as info:
+        config.load_config(str(cfg_file), [f'--config.{i}' for i in ISSUE_CASES])
+    message = str(info.value)
+    # 14 fields from the overrides (learning_rate twice: the later -1 stays) and the file's one.
+    assert message.startswith(f'{cfg_file}: 15 invalid settings: ') and '\n' not in message
+    assert message.count('(must be ') == 15
+    for item in ('eval.every_steps=0 ', 'checkpoint.every_steps=0 ', 'train.log_every_steps=0 ',
+                 'data.num_segments=0 ', 'train.batch_size=0 ', 'model.embed_dim=0 ',
+                 'model.r_act=0 ', 'train.prefetch=0 ', 'seed=-1 ', "checkpoint.best_mode='xyz' ",
+                 'optim.learning_rate=-1.0 ', 'model.dropout_rate=1.5 ',
+                 "checkpoint.best_metric='nonexistent' ", 'train.num_steps=0 ',
+                 'loss.margin=-5.0 '):
+        assert item in message, item
+
+
+def test_a_config_file_with_bad_values_and_no_overrides_is_refused(tmp_path):
+    cfg_file = tmp_path / 'typo.py'
+    cfg_file.write_text('from wtal_jax.config import default_config\n\n\ndef get_config():\n'
+                        '    c = default_config()\n    c.train.num_step = 5\n'
+                        '    c.checkpoint.select = "val"\n    return c\n')
+    with pytest.raises(UserError) as info:
+        config.load_config(str(cfg_file))
+    assert str(info.value) == (
+        f"{cfg_file}: 2 invalid settings: checkpoint.select='val' (must be one of 'selection', "
+        "'last', 'test'); train.num_step is not a known field")
+
+
+# (field, values accepted, values refused): the edges of each declared range.
+EDGES = [
+    ('seed', [0, 2**31 - 1], [-1, 2**31, 1.0, True]),   # a JAX PRNG seed: int32
+    ('train.num_devices', [0, 8], [-1]),
+    ('train.batch_size', [1], [0, 16.0, '16', None]),
+    ('model.dropout_rate', [0.0, 0.99, 0], [1.0, -0.1, float('nan')]),
+    ('optim.learning_rate', [1e-9, 3], [0.0, -1e-4, float('inf'), float('nan'), 10**400]),
+    ('optim.b2', [0.0, 0.999], [1.0]),
+    ('loss.alpha', [0.0], [-1e-9]),
+    ('loss.margin', [1e-6], [0.0]),
+    ('localize.nms_iou', [1.0, 1e-3], [0.0, 1.5]),
+    ('localize.theta_vid', [0.0, 1.0], [1.01, -0.01]),
+    ('eval.tiou_thresholds', [(0.5,), [0.1, 1.0]], [(), (0.0,), (0.5, 0.5), (1.1,), 0.5]),
+    ('localize.families', [('score',), ('magnitude', 'score')],
+     [(), ('score', 'score'), ('scores',)]),
+    ('optim.lr_list', [(), (1e-3, 1e-4)], [(0.0,), (1e-3, -1.0)]),
+    ('data.class_names', [(), ('a', 'b')], [('a', 'a'), ('a', ''), ('a', 1)]),
+    ('data.annotation_file', ['gt.json'], ['', 3]),
+    ('data.modality', ['rgb', 'flow', 'all'], ['RGB', 'both']),
+    ('checkpoint.best_metric', ['average_mAP', 'classification_mAP', 'accuracy'],
+     ['mAP', 'test/average_mAP']),
+    ('checkpoint.best_mode', ['max', 'min'], ['MAX']),
+    ('synthetic.enabled', [True, False], [1, 'true']),
+    ('synthetic.feature_dim', [4], [3]),
+]
+
+
+@pytest.mark.parametrize('key,good,bad', EDGES, ids=[e[0] for e in EDGES])
+def test_rule_edges(key, good, bad):
+    rule = config.RULES[key]
+    for value in good:
+        assert rule.accepts(value), (key, value)
+    for value in bad:
+        assert not rule.accepts(value), (key, value)
+
+
+def test_fields_that_depend_on_each_other():
+    cfg = locked_default()
+    config.apply_overrides(cfg, ['data.num_segments=100', 'eval.chunk_segments=101'])
+    with pytest.raises(UserError, match=r'eval.chunk_segments must exceed data.num_segments .*'
+                                        r'eval.chunk_segments=100, data.num_segments=100'):
+        config.apply_overrides(cfg, ['eval.chunk_segments=100'])
+    with pytest.raises(UserError, match='synthetic.min_segments must not exceed'):
+        config.apply_overrides(locked_default(), ['synthetic.min_segments=50',
+                                                  'synthetic.max_segments=49'])
+    # A constraint is not reported on top of a field that breaks its own rule.
+    with pytest.raises(UserError) as info:
+        config.apply_overrides(locked_default(), ['data.num_segments=0'])
+    assert 'chunk' not in str(info.value)
+
+
+def test_a_tampered_saved_config_is_refused():
+    saved = config.to_dict(locked_default())
+    assert config.to_dict(config.from_dict(json.loads(json.dumps(saved)))) == saved
+    saved['train']['batch_size'] = '16'
+    saved['checkpoint']['best_mode'] = 'best'
+    del saved['model']['r_act']
+    saved['model']['extra'] = 1
+    saved['optim']['learning_rate'] = float('nan')   # json.dump writes NaN; json.load reads it
+    with pytest.raises(UserError) as info:
+        config.from_dict(json.loads(json.dumps(saved)), source='run/config.json')
+    assert str(info.value) == (
+        "run/config.json: 5 invalid settings: optim.learning_rate=nan (must be a finite number "
+        "> 0); train.batch_size='16' (must be an integer >= 1); checkpoint.best_mode='best' "
+        "(must be one of 'max', 'min'); model.r_act is missing; model.extra is not a known field")
+    with pytest.raises(UserError, match='run/config.json: expected a JSON object'):
+        config.from_dict([1, 2], source='run/config.json')
+
+
+def test_the_cli_answers_out_of_range_settings_in_one_line(tmp_path, capsys):
+    status = cli_main(['train', '--config', os.path.join(CONFIGS, 'synthetic.py'), '--workdir',
+                       str(tmp_path / 'run'), *(f'--config.{i}' for i in ISSUE_CASES)])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith('wtal-jax train: error: ') and '14 invalid settings' in err
+    assert not os.path.exists(tmp_path / 'run')  # refused before anything is written
+
+
+def test_the_cli_refuses_a_tampered_run_config(tmp_path, capsys):
+    saved = config.to_dict(locked_default())
+    saved['train']['log_every_steps'] = 0
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
+    status = cli_main(['evaluate', '--workdir', str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert 'train.log_every_steps=0 (must be an integer >= 1)' in err

@@ -114,6 +114,54 @@ def reference_evaluate(gt_json, pred_json, subset, tiou_thresholds):
 
 
 # ---------------------------------------------------------------------------------------------
+# Reference: the snippet-grid protocol of CO2-Net (MM 2021) and DELU (ECCV 2022), ported line by
+# line from their ANETdetection._import_ground_truth (eval/eval_detection.py) and filter_segments
+# (proposal_methods.py), pandas replaced by lists; the AP is their unchanged copy of the official
+# compute_average_precision_detection, ported above (with the same 0/0 change).
+
+
+def _reference_filter_segments(segment_predict, vn, ambilist):
+    """filter_segments: rows [t_start, t_end, score, class] of video ``vn``, snippet units."""
+    ind = np.zeros(np.shape(segment_predict)[0])
+    for i in range(np.shape(segment_predict)[0]):
+        for a in ambilist:
+            if a[0] == vn:
+                gt = range(int(round(float(a[2]) * 25 / 16)), int(round(float(a[3]) * 25 / 16)))
+                pd = range(int(segment_predict[i][0]), int(segment_predict[i][1]))
+                IoU = float(len(set(gt).intersection(set(pd)))) / float(
+                    len(set(gt).union(set(pd))))
+                if IoU > 0:
+                    ind[i] = 1
+    s = [segment_predict[i, :] for i in range(np.shape(segment_predict)[0]) if ind[i] == 0]
+    return np.array(s)
+
+
+def reference_snippet_evaluate(gt_json, proposals, ambiguous_path, subset, tiou_thresholds):
+    """proposals: {video: [(label, score, t_start, t_end)]}, whole snippets, the end exclusive
+    (last snippet + 1), as their proposal methods make them. Returns {class: ap (K,)}."""
+    ambilist = list(open(ambiguous_path, 'r'))
+    ambilist = [a.strip('\n').split(' ') for a in ambilist]
+    gt_rows = []  # (video, t-start, t-end, label); videos without annotations are left out
+    for videoid, v in gt_json['database'].items():
+        if v['subset'] != subset or len(v['annotations']) == 0:
+            continue
+        for ann in v['annotations']:
+            gt_rows.append((videoid, round(float(ann['segment'][0]) * 25 / 16),
+                            round(float(ann['segment'][1]) * 25 / 16), ann['label']))
+    classlist = sorted({r[3] for r in gt_rows})
+    pred_rows = []  # pd.concat of every video's filtered proposals, in video order
+    for vn, props in proposals.items():
+        segment_predict = np.array([[s, e, score, classlist.index(c)] for c, score, s, e in props])
+        segment_predict = _reference_filter_segments(segment_predict, vn, ambilist)
+        for i in range(np.shape(segment_predict)[0]):
+            pred_rows.append((vn, segment_predict[i, 0], segment_predict[i, 1],
+                              segment_predict[i, 2], int(segment_predict[i, 3])))
+    return {c: _reference_class_ap([r[:3] for r in gt_rows if r[3] == c],
+                                   [r[:4] for r in pred_rows if r[4] == cidx], tiou_thresholds)
+            for cidx, c in enumerate(classlist)}
+
+
+# ---------------------------------------------------------------------------------------------
 # Helpers
 
 
@@ -502,6 +550,35 @@ def test_subset_without_videos_or_annotations(tmp_path):
         ev.load_ground_truth(_gt_file(tmp_path, []), 'test')
 
 
+def test_deeply_nested_json_is_one_line(tmp_path):
+    path = tmp_path / 'deep.json'
+    path.write_text('[' * 100_000 + ']' * 100_000)
+    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 0, 1)]})),
+                              'test')
+    for call in (lambda: ev.load_ground_truth(str(path), 'test'),
+                 lambda: ev.load_predictions(str(path), gt)):
+        with pytest.raises(UserError, match='nested too deeply') as info:
+            call()
+        assert str(path) in str(info.value) and '\n' not in str(info.value)
+
+
+def test_warnings_name_uncovered_videos_and_outside_predictions(tmp_path):
+    videos = {f'v{i:03d}': [('A', 0, 1)] for i in range(100)}
+    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc(videos)), 'test')
+    # Predictions for 2 of the 100 videos, an empty list for a third, one video outside.
+    preds = ev.load_predictions(pred_doc({'v005': [('A', 0.5, 0, 1)], 'v007': [('A', 0.5, 0, 1)],
+                                          'v009': [], 'x': [('A', 0.5, 0, 1)]}), gt)
+    missing = ev.videos_without_predictions(gt, preds)
+    assert missing == tuple(v for v in videos if v not in ('v005', 'v007'))
+    lines = ev.input_warnings(gt, preds)
+    assert len(lines) == 2
+    assert lines[0].startswith('1 predictions are for videos outside subset')
+    assert lines[1].startswith("98 of the 100 ground-truth videos of subset 'test' have no "
+                               'predictions (first: v000)')
+    full = ev.load_predictions(pred_doc({v: [('A', 0.5, 0, 1)] for v in videos}), gt)
+    assert ev.input_warnings(gt, full) == [] and ev.videos_without_predictions(gt, full) == ()
+
+
 @pytest.fixture
 def small_gt(tmp_path):
     return ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
@@ -593,6 +670,185 @@ def test_evaluate_files_json_and_table(tmp_path):
     assert ev.format_table(result).splitlines() == [
         'mAP@tIoU |   0.1   0.2   0.3   0.4   0.5  0.6  0.7 |  AVG',
         'mAP (%)  | 100.0 100.0 100.0 100.0 100.0 50.0 50.0 | 85.7']
+
+
+# ---------------------------------------------------------------------------------------------
+# The snippet-grid protocol (W-TALC / CO2-Net / DELU)
+
+
+def write_ambiguous(path, rows):
+    """An ambiguous-segment list in the layout of THUMOS'14's file: two spaces after the id."""
+    with open(path, 'w') as f:
+        f.writelines(f'{video}  {start} {end}\n' for video, start, end in rows)
+    return str(path)
+
+
+def evaluate_snippets(gt_path, proposals, ambiguous_path, thresholds, subset='test'):
+    """Our snippet protocol on whole-snippet proposals written in seconds (index * 16 / 25),
+    as wtal_jax's localisation writes them."""
+    gt = ev.load_ground_truth(gt_path, subset)
+    preds = ev.load_predictions({'results': {v: [
+        {'label': c, 'score': p, 'segment': [s * 16 / 25, e * 16 / 25]} for c, p, s, e in props]
+        for v, props in proposals.items()}}, gt)
+    ambiguous = ev.load_ambiguous(ambiguous_path) if ambiguous_path else None
+    return ev.evaluate_detection(*ev.snippet_protocol(gt, preds, ambiguous), thresholds)
+
+
+def assert_same_as_snippet_reference(result, gt_json, proposals, ambiguous_path, thresholds):
+    expected = reference_snippet_evaluate(gt_json, proposals, ambiguous_path, 'test', thresholds)
+    assert sorted(result.class_names) == list(expected)
+    for name, row in zip(result.class_names, result.ap):
+        np.testing.assert_array_equal(row, expected[name], err_msg=name)  # exact
+    # The reference averages its classes in sorted order, this code in first-appearance order
+    # (the official one): the same numbers, summed in another order.
+    np.testing.assert_allclose(result.map, np.mean(list(expected.values()), axis=0),
+                               rtol=0, atol=1e-15)
+
+
+def random_snippet_case(rng, folder, num_videos=5, classes=('A', 'B', 'C')):
+    """Ground truth in seconds at 0.1 s resolution (bounds land near and on half snippets),
+    whole-snippet proposals with tied scores, and ambiguous segments over some of them."""
+    gt_videos, proposals, ambiguous = {}, {}, []
+    for v in range(num_videos):
+        name = f'v{v}'
+        anns = []
+        for _ in range(int(rng.integers(0, 6))):
+            start = int(rng.integers(0, 400)) / 10
+            anns.append((str(classes[rng.integers(len(classes))]), start,
+                         start + int(rng.integers(0, 60)) / 10))
+        gt_videos[name] = anns
+        props = []
+        for _ in range(int(rng.integers(0, 15))):
+            s = int(rng.integers(0, 60))
+            props.append((str(classes[rng.integers(len(classes))]),
+                          float(rng.choice([0.2, 0.5, 0.9])), s, s + int(rng.integers(1, 12))))
+        proposals[name] = props
+        for _ in range(int(rng.integers(0, 3))):
+            start = int(rng.integers(0, 400)) / 10
+            ambiguous.append((name, start, start + int(rng.integers(0, 50)) / 10))
+    gt_videos['v0'].append(('A', 1.0, 3.0))  # every class occurs at least once
+    gt_videos['v0'].append(('B', 5.0, 7.0))
+    gt_videos['v0'].append(('C', 9.0, 11.0))
+    proposals['elsewhere'] = [('A', 0.9, 1, 5)]  # a video outside the subset
+    gt_json = gt_doc(gt_videos)
+    gt_json['database']['elsewhere'] = {'subset': 'train', 'annotations': [
+        {'label': 'A', 'segment': [0, 5]}]}
+    return (write_json(os.path.join(folder, 'gt.json'), gt_json), gt_json, proposals,
+            write_ambiguous(os.path.join(folder, 'ambiguous.txt'), ambiguous))
+
+
+def test_snippet_protocol_matches_the_reference_on_random_cases(tmp_path):
+    rng = np.random.default_rng(5)
+    thresholds = [0.1, 0.3, 0.5, 0.7, 0.9]
+    for _ in range(60):
+        gt_path, gt_json, proposals, ambiguous_path = random_snippet_case(rng, tmp_path)
+        result = evaluate_snippets(gt_path, proposals, ambiguous_path, thresholds)
+        assert_same_as_snippet_reference(result, gt_json, proposals, ambiguous_path, thresholds)
+
+
+def test_snippet_protocol_matches_the_reference_on_real_thumos14(thumos14_dir):
+    gt_path = os.path.join(thumos14_dir, 'gt.json')
+    ambiguous_path = os.path.join(thumos14_dir, 'ambiguous_test.txt')
+    with open(gt_path) as f:
+        gt_json = json.load(f)
+    with open(ambiguous_path) as f:
+        ambiguous_rows = [line.split() for line in f if line.strip()]
+    test_videos = [v for v, e in gt_json['database'].items() if e['subset'] == 'test']
+    rng = np.random.default_rng(6)
+    proposals = {}
+    for _ in range(3000):  # around instances, and a third around ambiguous segments
+        if rng.random() < 1 / 3:
+            video, a, b = ambiguous_rows[rng.integers(len(ambiguous_rows))]
+            label = gt_json['database'].get(video, {'annotations': [{'label': 'HighJump'}]})[
+                'annotations'][0]['label']
+            a, b = float(a), float(b)
+        else:
+            video = test_videos[rng.integers(len(test_videos))]
+            anns = gt_json['database'][video]['annotations']
+            ann = anns[rng.integers(len(anns))]
+            label, (a, b) = ann['label'], map(float, ann['segment'])
+        s = max(0, round(a * 25 / 16) + int(rng.integers(-3, 4)))
+        e = max(s + 1, round(b * 25 / 16) + int(rng.integers(-3, 4)))
+        proposals.setdefault(video, []).append(
+            (label, float(rng.choice([0.25, 0.5, 0.75, 1.0])), s, e))
+    thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    result = evaluate_snippets(gt_path, proposals, ambiguous_path, thresholds)
+    assert_same_as_snippet_reference(result, gt_json, proposals, ambiguous_path, thresholds)
+    assert len(result.class_names) == 20
+
+
+def test_snippet_grid_by_hand(tmp_path):
+    # [1.0, 2.0] s -> 1.5625, 3.125 -> [2, 3]; 0.32 s -> 0.5 -> 0 and 0.96 s -> 1.5 -> 2 (half to
+    # even, as Python's round); a prediction [0.64, 1.92] s -> [1, 3]: tIoU 1/2 on the grid,
+    # (1.92 - 1) / (2 - 0.64) = 0.68 in seconds.
+    gt_path = write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 1.0, 2.0), ('A', 0.32, 0.96)]}))
+    gt = ev.load_ground_truth(gt_path, 'test')
+    preds = ev.load_predictions(pred_doc({'v1': [('A', 0.9, 0.64, 1.92)]}), gt)
+    grid_gt, grid_preds = ev.snippet_protocol(gt, preds)
+    assert grid_gt.segments.tolist() == [[2, 3], [0, 2]]
+    assert [round(0.32 * 25 / 16), round(0.96 * 25 / 16)] == [0, 2]
+    assert grid_preds.segments.tolist() == [[1, 3]]
+    assert ev.evaluate_detection(gt, preds, [0.6]).ap[0, 0] == 0.5  # seconds: matched
+    assert ev.evaluate_detection(grid_gt, grid_preds, [0.6]).ap[0, 0] == 0.0  # grid: not
+    assert ev.evaluate_detection(grid_gt, grid_preds, [0.5]).ap[0, 0] == 0.5
+
+
+def test_ambiguous_overlap_by_hand(tmp_path):
+    # Ambiguous [3.2, 4.8] s -> snippets [5, 7.5 -> 8). Touching at 5 keeps a prediction; sharing
+    # snippet 5 drops it, whatever its class; other videos are untouched.
+    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
+        'v1': [('A', 0, 10)], 'v2': [('B', 0, 10)]})), 'test')
+    preds = ev.load_predictions(pred_doc({
+        'v1': [('A', 0.9, 1.92, 3.2),    # [3, 5): touches
+               ('B', 0.8, 1.92, 3.52),   # [3, 5.5 -> 6): shares snippet 5
+               ('A', 0.7, 4.48, 4.48),   # [7, 7): empty, shares nothing
+               ('A', 0.6, 4.8, 6.4)],    # [8, 10): after
+        'v2': [('B', 0.5, 3.2, 4.8)]}), gt)
+    ambiguous = ev.load_ambiguous(write_ambiguous(tmp_path / 'amb.txt', [('v1', 3.2, 4.8)]))
+    _, kept = ev.snippet_protocol(gt, preds, ambiguous)
+    assert kept.score.tolist() == [0.9, 0.7, 0.6, 0.5]
+    assert kept.segments.tolist() == [[3, 5], [7, 7], [8, 10], [5, 8]]
+    assert kept.label.tolist() == [0, 0, 0, 1] and kept.video.tolist() == [0, 0, 0, 1]
+
+
+def test_snippet_protocol_keeps_outside_subset_bookkeeping(tmp_path):
+    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 0, 10)]})),
+                              'test')
+    preds = ev.load_predictions(pred_doc({'t1': [('A', 0.9, 0, 1), ('A', 0.8, 5, 6)],
+                                          't2': [('A', 0.7, 5, 6)]}), gt)
+    ambiguous = ev.load_ambiguous(write_ambiguous(tmp_path / 'amb.txt',
+                                                  [('t1', 4.9, 6), ('t2', 0, 9)]))
+    _, kept = ev.snippet_protocol(gt, preds, ambiguous)
+    assert kept.num_outside_subset == 1 and kept.outside_subset_videos == ('t1',)
+    assert preds.num_outside_subset == 3  # the input is unchanged
+
+
+def test_load_ambiguous_real_file(thumos14_dir):
+    path = os.path.join(thumos14_dir, 'ambiguous_test.txt')
+    with open(path) as f:
+        rows = [line.split() for line in f if line.strip()]
+    ambiguous = ev.load_ambiguous(path)
+    assert list(ambiguous) == list(dict.fromkeys(r[0] for r in rows))
+    assert sum(len(a) for a in ambiguous.values()) == len(rows)
+    first = rows[0]
+    assert ambiguous[first[0]][0].tolist() == [float(first[1]), float(first[2])]
+
+
+@pytest.mark.parametrize('text, problem', [
+    ('v1 0.0\n', 'expected VIDEO START END, got 2 fields'),
+    ('v1 0 1\nv2 0 1 2\n', 'line 2: expected VIDEO START END, got 4 fields'),
+    ('\nv1 abc 1\n', "line 2: segment bound 'abc' is not a number"),
+    ('v1 3 1\n', 'line 1: segment [3.0, 1.0] ends before it starts'),
+    ('v1 nan 1\n', 'not finite'),
+])
+def test_load_ambiguous_bad_lines(tmp_path, text, problem):
+    path = tmp_path / 'amb.txt'
+    path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(problem)) as info:
+        ev.load_ambiguous(str(path))
+    assert str(path) in str(info.value) and '\n' not in str(info.value)
+    with pytest.raises(UserError, match='cannot read'):
+        ev.load_ambiguous(str(tmp_path / 'nope.txt'))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,15 +97,60 @@ def test_timeline_figure_stacks_scores_magnitude_detections_and_gt(run):
     assert_not_blank(_pixels(fig))
 
 
-def test_timeline_detections_are_those_of_localisation(run):
-    t = plotting.video_timeline(run)
-    v = run.video_index()
-    det = plotting.localization.localize_video(run.scores()[v], run.localize_config)
-    c = run.names.index(t.class_name)
-    np.testing.assert_allclose(t.detections[:, 2], det.score[det.class_idx == c])
-    assert len(t.proposals) >= len(t.detections)
-    assert t.times.shape == t.fused.shape == t.magnitude.shape
-    assert len(t.gt) >= 1  # the default video is the first with ground truth
+def _plus_one_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """The release's IoU of two [start, end] segments in seconds: lengths end - start + 1."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
+    return inter / ((a[1] - a[0] + 1) + (b[1] - b[0] + 1) - inter)
+
+
+def _detected_pair(run):
+    """The video whose evaluated results detect the most classes, and the first of them."""
+    results = run.evaluate()[1]['results']
+    video = max(run.split.names, key=lambda v: len({d['label'] for d in results[v]}))
+    assert results[video], 'the tiny run detects nothing'
+    return video, results[video][0]['label']
+
+
+def test_timeline_shows_what_evaluate_writes_for_the_video_and_class(run):
+    video, _ = _detected_pair(run)
+    results = run.evaluate()[1]['results'][video]
+    labels = sorted({d['label'] for d in results})
+    assert len(labels) >= 2, 'the tiny run (deterministic on the CPU) detects two classes here'
+    for class_name in labels:
+        t = plotting.video_timeline(run, video, class_name)
+        assert (t.video, t.class_name) == (video, class_name)
+        written = [d for d in results if d['label'] == class_name]
+        assert sorted(map(tuple, t.detections.tolist())) == sorted(
+            (*d['segment'], d['score']) for d in written)
+        # Detections are the proposals that greedy NMS keeps: each one is a proposal, and every
+        # other proposal overlaps a kept one of at least its score by the NMS threshold.
+        proposals = [tuple(p) for p in t.proposals.tolist()]
+        kept = [tuple(d) for d in t.detections.tolist()]
+        assert set(kept) <= set(proposals) and len(proposals) > len(kept)
+        for p in set(proposals) - set(kept):
+            assert any(d[2] >= p[2] and _plus_one_iou(d, p) >= run.localize_config.nms_iou
+                       for d in kept), p
+
+
+def test_timeline_time_axis_and_ground_truth(run):
+    video, class_name = _detected_pair(run)
+    t = plotting.video_timeline(run, video, class_name)
+    v = run.split.names.index(video)
+    # Positions are centres of equal steps that cover the whole video: n segments of 0.64 s.
+    seconds = run.split.num_segments[v] * run.cfg.data.segment_seconds
+    step = np.diff(t.times)
+    np.testing.assert_allclose(step, step[0], rtol=1e-9)
+    np.testing.assert_allclose([t.times[0] - step[0] / 2, t.times[-1] + step[0] / 2],
+                               [0.0, seconds], rtol=1e-9, atol=1e-9)
+    assert t.times.shape == t.fused.shape == t.softmax.shape == t.magnitude.shape
+    gt = run.split.gt[v]
+    c = run.names.index(class_name)
+    np.testing.assert_array_equal(t.gt, gt.segments[gt.classes == c])
+    np.testing.assert_array_equal(t.gt_other, gt.segments[gt.classes != c])
+    assert len(t.gt) + len(t.gt_other) == len(gt.classes)
+
+
+def test_timeline_refuses_unknown_names(run):
     with pytest.raises(UserError, match='not in the test split'):
         plotting.video_timeline(run, 'no_such_video')
     with pytest.raises(UserError, match='is not one of'):
@@ -150,10 +195,42 @@ def test_missing_matplotlib_is_one_line(monkeypatch):
         plotting.new_figure()
 
 
-def test_save_png_is_atomic(tmp_path):
-    fig, axes = plotting.new_figure()
-    axes[0, 0].plot([0, 1], [1, 0])
-    path = plotting.save_png(fig, str(tmp_path / 'a.png'))
-    with open(path, 'rb') as f:
-        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-    assert os.listdir(tmp_path) == ['a.png']  # no temporary file left
+def test_plot_with_an_unknown_video_leaves_the_figures_there(tiny_run, tmp_path, capsys):
+    out = tmp_path / 'figures'
+    assert cli.main(['plot', '--workdir', tiny_run, '--out', str(out), '--quiet']) == 0
+    before = {name: (os.stat(out / name).st_ino, (out / name).read_bytes())
+              for name in os.listdir(out)}
+    capsys.readouterr()
+    for bad in (['--video', 'no_such_video'], ['--class', 'NoSuchClass']):
+        assert cli.main(['plot', '--workdir', tiny_run, '--out', str(out), '--quiet',
+                         *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith('wtal-jax plot: error: ') and '\n' not in err, err
+        # The same files, not rewritten (the atomic writer would give each a new inode).
+        assert {name: (os.stat(out / name).st_ino, (out / name).read_bytes())
+                for name in os.listdir(out)} == before
+
+
+# Run in a child: writes past 2,000 bytes fail with EFBIG (SIGXFSZ ignored, so no kill).
+_LIMITED = ('import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); '
+            'resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000)); ')
+
+
+def test_save_png_cut_off_midway_keeps_the_previous_file(tmp_path):
+    """The kernel refuses the PNG after 2,000 bytes: a plain ``savefig(path)`` would leave a
+    truncated file; the atomic writer keeps the previous one and no temporary file."""
+    import subprocess
+    path = tmp_path / 'a.png'
+    path.write_bytes(b'previous')
+    code = ('import sys; from wtal_jax.tools import plotting; fig, axes = plotting.new_figure(); '
+            'axes[0, 0].plot(range(100), [i * i for i in range(100)]); '
+            'plotting.save_png(fig, sys.argv[1])')
+    proc = subprocess.run([sys.executable, '-c', _LIMITED + code, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and 'File too large' in proc.stderr, proc.stderr
+    assert path.read_bytes() == b'previous'
+    assert os.listdir(tmp_path) == ['a.png']
+    proc = subprocess.run([sys.executable, '-c', code, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 2000

@@ -157,12 +157,15 @@ def test_parameter_checks(tmp_path):
     assert {label for a in annotations.values() for label in a.labels} <= {'Jump', 'Run'}
 
 
-def test_default_set_is_quick_and_realistic(tmp_path):
-    """The default set: how much is action, how many classes, and a signal to learn from."""
-    import time
-    start = time.perf_counter()
+def test_default_set_is_small_and_realistic(tmp_path):
+    """The default set: its size, how much is action, how many classes, and a signal to learn
+    from. (Its size, not a wall-clock time, keeps it quick: about 1 s to write on the 2-core
+    CPU; speed claims live in the benchmarks.)"""
     params = synthetic.generate(str(tmp_path / 'default'))
-    assert time.perf_counter() - start < 5
+    files = [os.path.join(folder, name) for folder, _, names in os.walk(tmp_path / 'default')
+             for name in names]
+    # 300 videos of 40-200 segments, two float32 streams of 64: about 19 MB.
+    assert sum(os.path.getsize(f) for f in files) < 24e6
     names = tuple(params['class_names'])
     train = load(tmp_path / 'default', 'train', names, feature_dim=128)
     test = load(tmp_path / 'default', 'test', names, feature_dim=128)

@@ -250,9 +250,9 @@ def test_export_gives_back_the_exact_tensors(torch, converted, tmp_path, capsys)
     reference_model(torch, seed=1).load_state_dict(back, strict=True)
 
     step_dir = os.path.join(converted.workdir, 'checkpoints', '0')
-    for args in (['--checkpoint', step_dir], ['--workdir', converted.workdir, '--which',
-                                              'latest']):
-        again = tmp_path / 'again.pkl'
+    for i, args in enumerate((['--checkpoint', step_dir],
+                              ['--workdir', converted.workdir, '--which', 'latest'])):
+        again = tmp_path / f'again_{i}.pkl'
         assert run_cli(['export-torch', *args, str(again)], capsys)[0] == 0
         again = torch.load(str(again), map_location='cpu', weights_only=True)
         assert all(torch.equal(again[k], v) for k, v in back.items())
@@ -494,6 +494,15 @@ def test_export_errors(torch, converted, tmp_path, capsys):
     status, _, err = run_cli(['export-torch', '--workdir', converted.workdir,
                               str(tmp_path / 'x.pkl'), '--config.seed=1'], capsys)
     assert_one_line_error(status, err, 'export-torch', 'takes no config overrides')
+    existing = tmp_path / 'existing.pkl'
+    existing.write_bytes(b'previous')
+    status, _, err = run_cli(['export-torch', '--workdir', converted.workdir, str(existing)],
+                             capsys)
+    assert_one_line_error(status, err, 'export-torch', str(existing), 'exists', '--force')
+    assert existing.read_bytes() == b'previous'
+    assert run_cli(['export-torch', '--workdir', converted.workdir, str(existing), '--force'],
+                   capsys)[0] == 0
+    assert list(torch.load(str(existing), weights_only=True)) == list(torch_convert.RELEASE_KEYS)
 
 
 def test_conversion_function_errors_without_the_cli():

@@ -1,23 +1,67 @@
-"""The ``wtal-jax`` command (also ``python -m wtal_jax``).
+"""The ``wtal-jax`` command (also ``python -m wtal_jax``): every subcommand's parser and its thin
+command function, in one place.
 
-Every subcommand takes ``--config.KEY=VALUE`` overrides where it takes a config. A problem with
-the user's input ends in one line on stderr and exit status 2, never a traceback.
+Library modules expose functions and raise :class:`~wtal_jax.errors.UserError`; they never parse
+arguments or exit. Each command imports what it needs when it runs, so the optional extras
+(PyTorch for ``convert-torch`` and ``export-torch``, matplotlib for ``plot``) and JAX are
+imported only by the commands that use them.
+
+Every subcommand that takes a config takes ``--config.KEY=VALUE`` overrides. A problem with the
+user's input ends in one line on stderr, ``wtal-jax COMMAND: error: MESSAGE``, and exit status 2;
+a file the system cannot read or write (a full disk, a permission) ends the same way with exit
+status 1; never a traceback for either. Anything else is a bug and keeps its traceback.
 """
 
 import argparse
-import importlib
 import os
 import sys
-import types
 
 from wtal_jax.errors import UserError
 
 
-def _add_config_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    parser.add_argument('--config', required=required,
-                        help='config file (configs/*.py); fields overridable as '
-                             '--config.section.field=value')
-    parser.add_argument('--workdir', required=required, help='run directory')
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to each option's help, where there is a value to show.
+
+    An option without a value by default (None) says in its own help text what happens then;
+    a flag is off by default.
+    """
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _subparser(sub, name: str, help_text: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_text, description=kwargs.pop('description', help_text),
+                          formatter_class=_HelpFormatter, **kwargs)
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--config', help='config file (configs/*.py); any field can be '
+                                         'overridden as --config.SECTION.FIELD=VALUE (default: '
+                                         'the config saved in --workdir)')
+    parser.add_argument('--workdir', help='run directory (default: none)')
+
+
+def _add_which(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--which', choices=('best', 'latest'), default='best',
+                        help="checkpoint of a run directory: the one its checkpoint.select rule "
+                             'chose (by default the best on the selection split), or the latest')
+
+
+def _add_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--seed', type=int, help='which seed of a run trained with several '
+                                                 '(default: its only seed)')
+
+
+def _add_quiet(parser: argparse.ArgumentParser, what: str = 'no progress bars') -> None:
+    parser.add_argument('--quiet', action='store_true', help=what)
+
+
+def _no_overrides(command: str, overrides) -> None:
+    if overrides:
+        raise UserError(f'{command} takes no config overrides: {" ".join(overrides)}')
 
 
 def _config(args, overrides):
@@ -48,6 +92,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise UserError(f'--seeds {text}: expected distinct non-negative seeds')
     return tuple(values)
 
+
+# ---------------------------------------------------------------------------------------------
+# train, evaluate, map, detect
 
 def cmd_train(args, overrides) -> int:
     from wtal_jax.runs import distributed, loop, summary
@@ -96,28 +143,48 @@ def cmd_evaluate(args, overrides) -> int:
 
 
 def cmd_map(args, overrides) -> int:
-    """Standalone drop-in for the official ActivityNet detection evaluation."""
-    from wtal_jax.postprocess import evaluation
-    from wtal_jax.io_utils import write_json_atomic
-    if overrides:
-        raise UserError(f'map takes no config overrides: {" ".join(overrides)}')
+    """Standalone drop-in for the official ActivityNet detection evaluation; ``--report`` gives
+    every figure papers quote, ``--protocol snippet`` the W-TALC / CO2-Net / DELU protocol."""
+    from wtal_jax.io_utils import check_output_path, write_json_atomic
+    from wtal_jax.postprocess import evaluation, report
+    _no_overrides('map', overrides)
+    if args.family and not args.report:
+        raise UserError('--family chooses the averages of --report; add --report')
+    if args.ambiguous and args.protocol != 'snippet':
+        raise UserError('--ambiguous applies to --protocol snippet only')
+    if args.json:
+        check_output_path(args.json)  # checked before the work, not after it
     tious = evaluation.parse_tiou_thresholds(args.tiou_thresholds)
     gt = evaluation.load_ground_truth(args.ground_truth, args.subset)
     preds = evaluation.load_predictions(args.predictions, gt)
-    if preds.num_outside_subset:
-        print(f'warning: {preds.num_outside_subset} predictions are for videos outside subset '
-              f'{args.subset!r}; they count as false positives, as in the official evaluation',
-              file=sys.stderr)
-    result = evaluation.evaluate_detection(gt, preds, tious)
-    print(evaluation.format_table(result))
+    ambiguous = evaluation.load_ambiguous(args.ambiguous) if args.ambiguous else None
+    warnings = evaluation.input_warnings(gt, preds)
+    if args.protocol == 'snippet' and ambiguous is None:
+        warnings.append('no --ambiguous list: no prediction is dropped (the snippet-protocol '
+                        "codebases drop those overlapping THUMOS'14's Ambiguous_test.txt)")
+    for line in warnings:
+        print(f'wtal-jax map: warning: {line}', file=sys.stderr)
+    if args.report:
+        figures = report.report(gt, preds, tiou_thresholds=tious, family=args.family or 'auto',
+                                protocol=args.protocol, ambiguous=ambiguous)
+        print(report.format_report(figures))
+    else:
+        eval_gt, eval_preds = report.apply_protocol(gt, preds, args.protocol, ambiguous)
+        result = evaluation.evaluate_detection(eval_gt, eval_preds, tious)
+        print(evaluation.format_table(result))
+        figures = evaluation.result_to_json(result)
+        if args.protocol != 'seconds':  # the plain keys alone stay the official evaluation's
+            figures['protocol'] = args.protocol
     if args.json:
-        write_json_atomic(args.json, evaluation.result_to_json(result), indent=1)
+        write_json_atomic(args.json, figures, indent=1)
     return 0
 
 
 def cmd_detect(args, overrides) -> int:
     """Detections for videos without annotations, from their feature files."""
+    from wtal_jax.io_utils import check_output_path
     from wtal_jax.runs import experiment
+    check_output_path(args.output, overwrite=args.force)  # before loading anything
     detections = experiment.detect(args.checkpoint, args.features, overrides=overrides,
                                    output=args.output, which=args.which, seed=args.seed)
     print(f'wrote {sum(len(v) for v in detections["results"].values())} detections for '
@@ -125,62 +192,278 @@ def cmd_detect(args, overrides) -> int:
     return 0
 
 
-# Modules that register their own subcommands with ``add_parser(subparsers)``; each subparser
-# sets ``func(args, overrides) -> exit status``. Imported lazily so optional extras (torch,
-# matplotlib) are imported only by the commands that need them.
-_COMMAND_MODULES = ('tools.bench', 'tools.torch_convert', 'tools.plotting', 'tools.ablation')
+def _add_core_commands(sub) -> None:
+    p = _subparser(sub, 'train', 'train (and evaluate) a model; resumes in --workdir')
+    _add_config_args(p)
+    p.add_argument('--seeds', help='train several seeds at once (vmap): a list 0,1,2 or a '
+                                   "count 5 (= 0..4) (default: the config's seed)")
+    _add_quiet(p, 'no progress bar')
+    g = p.add_argument_group('several processes (jax.distributed, one per host; see README)')
+    g.add_argument('--coordinator', metavar='HOST:PORT',
+                   help='address of process 0 (default: JAX_COORDINATOR_ADDRESS, or one process)')
+    g.add_argument('--num-processes', type=int,
+                   help='N processes in all (default: JAX_NUM_PROCESSES)')
+    g.add_argument('--process-id', type=int,
+                   help='this process, 0..N-1 (default: JAX_PROCESS_ID)')
+    g.add_argument('--distributed-auto', action='store_true',
+                   help='detect the processes from SLURM, Open MPI or a TPU pod')
+    p.set_defaults(func=cmd_train)
 
+    p = _subparser(sub, 'evaluate', 'localise and evaluate a checkpoint on the test split; '
+                                    'writes results_SPLIT.json and metrics_SPLIT.json')
+    _add_config_args(p)
+    p.add_argument('--checkpoint', help='run directory or RUN/checkpoints/STEP (default: '
+                                        '--workdir)')
+    _add_which(p)
+    _add_seed(p)
+    p.add_argument('--split', help="split to evaluate, by name: the test subset, 'selection' (the "
+                                   'held-out training videos) or the training subset (default: '
+                                   'the test subset, e.g. test or validation)')
+    _add_quiet(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = _subparser(sub, 'map', 'mAP of an ActivityNet results file (official protocol, or '
+                               '--protocol snippet; --report for every figure)')
+    p.add_argument('--ground-truth', required=True,
+                   help='annotation file, ActivityNet JSON (e.g. gt.json)')
+    p.add_argument('--predictions', required=True,
+                   help='detections, ActivityNet results JSON (e.g. results_test.json)')
+    p.add_argument('--subset', default='test', help='annotation subset to evaluate')
+    p.add_argument('--tiou-thresholds', default='0.1:0.7:0.1',
+                   help='start:stop:step (stop included) or a comma list')
+    p.add_argument('--json', help='also write the figures (fractions) to this JSON file '
+                                  '(default: none)')
+    p.add_argument('--report', action='store_true',
+                   help="every figure: mAP per tIoU, averages over 0.1:0.5, 0.1:0.7, 0.1:0.9 and "
+                        "0.3:0.7 (THUMOS'14) or 0.5:0.95 with 0.5 / 0.75 / 0.95 (ActivityNet) "
+                        'whatever --tiou-thresholds says, per-class AP, the evaluated videos; '
+                        '--json adds "averages", "mAP_by_tiou", "videos" and more')
+    p.add_argument('--family', choices=('auto', 'thumos14', 'activitynet'),
+                   help='which averages --report gives (default: auto, which is activitynet when '
+                        'every --tiou-thresholds value is >= 0.5, else thumos14)')
+    p.add_argument('--protocol', choices=('seconds', 'snippet'), default='seconds',
+                   help='seconds: the official ActivityNet evaluation; snippet: that of W-TALC / '
+                        'CO2-Net / DELU: bounds rounded to 16-frame snippets of 25 fps video, '
+                        'predictions overlapping --ambiguous segments dropped')
+    p.add_argument('--ambiguous', metavar='FILE',
+                   help="with --protocol snippet: segments whose overlapping predictions are "
+                        "dropped, 'VIDEO START END' (seconds) per line: THUMOS'14's "
+                        'Ambiguous_test.txt, shipped with the W-TALC / CO2-Net annotations '
+                        '(Thumos14reduced-Annotations) (default: none)')
+    p.set_defaults(func=cmd_map)
+
+    p = _subparser(sub, 'detect', 'detections for feature files of unannotated videos')
+    p.add_argument('--checkpoint', required=True, help='run directory or RUN/checkpoints/STEP')
+    _add_which(p)
+    _add_seed(p)
+    p.add_argument('--output', default='detections.json',
+                   help='ActivityNet results file to write')
+    p.add_argument('--force', action='store_true', help='replace --output if it exists')
+    p.add_argument('features', nargs='+',
+                   help='per video: one .npy of (n, D), or RGB.npy,FLOW.npy joined by a comma')
+    p.set_defaults(func=cmd_detect)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+
+def cmd_bench(args, overrides) -> int:
+    """Runs the chosen benchmarks and prints each one's figures as soon as it is measured."""
+    import json
+    from wtal_jax.tools import bench
+    _no_overrides('bench', overrides)
+    shape = bench.Shape(batch_size=args.batch_size, segments=args.segments,
+                        feature_dim=args.feature_dim, embed_dim=args.embed_dim,
+                        classes=args.classes)
+    for figures in bench.run(args.which, shape, data=args.data, devices=args.devices,
+                             repeats=args.repeats):
+        if args.json:
+            print(json.dumps(figures), flush=True)
+            continue
+        print(figures['benchmark'] + ':')
+        for key, value in figures.items():
+            if key != 'benchmark':
+                print(f'  {key:26s} {value:.4g}' if isinstance(value, float)
+                      else f'  {key:26s} {value}')
+        sys.stdout.flush()
+    return 0
+
+
+def _add_bench(sub) -> None:
+    from wtal_jax.tools import bench  # NumPy only; its defaults are the sizes of THUMOS'14
+    sizes = bench.Shape()
+    p = _subparser(sub, 'bench', 'benchmarks (train-step, inference, localize, map)',
+                   description='Speed of the training step, inference, localisation and mAP, '
+                               "at THUMOS'14's sizes by default; every rate beside the "
+                               "machine's float32 matmul rate measured in the same run.")
+    p.add_argument('which', choices=bench.BENCHMARKS,
+                   help='what to time: train-step; inference, localize or map over the test '
+                        'videos (localize and map are timed together); all')
+    p.add_argument('--batch-size', type=int, default=sizes.batch_size,
+                   help='B, videos per training step (train-step)')
+    p.add_argument('--segments', type=int, default=sizes.segments,
+                   help='T, segments a video is sampled to')
+    p.add_argument('--feature-dim', type=int, default=sizes.feature_dim, help='D, feature size')
+    p.add_argument('--embed-dim', type=int, default=sizes.embed_dim, help='E, embedding size')
+    p.add_argument('--classes', type=int, default=sizes.classes, help='C, number of classes')
+    p.add_argument('--repeats', type=int, default=3, help='timed repetitions (after a warm-up)')
+    p.add_argument('--devices', type=int, default=1, help='local devices for train-step')
+    p.add_argument('--data', help="folder with THUMOS'14's durations.json, gt.json and "
+                                  'split_test.txt: time inference, localize and map on its '
+                                  f'test videos (default: {bench.GENERATED_VIDEOS} generated '
+                                  "videos of THUMOS'14-like lengths with synthetic ground "
+                                  'truth)')
+    p.add_argument('--json', action='store_true', help='print each benchmark as one JSON object')
+    p.set_defaults(func=cmd_bench)
+
+
+# ---------------------------------------------------------------------------------------------
+# convert-torch, export-torch
+
+def cmd_convert_torch(args, overrides) -> int:
+    from wtal_jax import config as config_lib
+    from wtal_jax.tools import torch_convert
+    cfg = config_lib.load_config(args.config, overrides)
+    folder, names = torch_convert.convert(args.model, cfg, args.workdir, force=args.force)
+    print(f'converted {args.model} (D={cfg.data.feature_dim}, E={cfg.model.embed_dim}, '
+          f'C={len(names)}) to {folder}')
+    root = '' if cfg.data.root else ' --config.data.root=DATA_ROOT'
+    print(f'evaluate it: wtal-jax evaluate --workdir {args.workdir}{root}; fine-tune it: '
+          f'wtal-jax train ... --config.train.init_from={args.workdir}')
+    return 0
+
+
+def cmd_export_torch(args, overrides) -> int:
+    from wtal_jax.tools import torch_convert
+    _no_overrides('export-torch', overrides)
+    source = args.checkpoint or args.workdir
+    step, workdir, names = torch_convert.export(source, args.output, which=args.which,
+                                                seed=args.seed, force=args.force)
+    print(f'wrote {args.output}: step {step} of {workdir}, {len(names)} classes in this '
+          f'order: {", ".join(names)}')
+    return 0
+
+
+def _add_torch_commands(sub) -> None:
+    from wtal_jax.tools import torch_convert  # NumPy only: PyTorch is imported when converting
+    p = _subparser(
+        sub, 'convert-torch', "a PyTorch state_dict of the authors' release -> a run directory",
+        description='Converts a state_dict saved by the authors\' PyTorch release (keys '
+                    f'{", ".join(torch_convert.RELEASE_KEYS)}; a dict wrapping it under '
+                    '"state_dict" or "model", and DataParallel\'s "module." prefix, are accepted '
+                    'too) into WORKDIR/config.json and an orbax checkpoint at step 0, for '
+                    'evaluate, detect and train --config.train.init_from=WORKDIR. The file is '
+                    'read with torch.load(weights_only=True). Needs the [torch] extra.')
+    p.add_argument('model', help='the .pkl/.pt file written by torch.save')
+    p.add_argument('--config', required=True,
+                   help='config file (configs/thumos14.py); its data.feature_dim, '
+                        'model.embed_dim and class list must fit the file')
+    p.add_argument('--workdir', required=True, help='run directory to create')
+    p.add_argument('--force', action='store_true',
+                   help='replace the checkpoints (and metrics.jsonl) already in --workdir')
+    p.set_defaults(func=cmd_convert_torch)
+
+    p = _subparser(
+        sub, 'export-torch', "a run's parameters -> a PyTorch state_dict of the release layout",
+        description='Writes the parameters of a run\'s checkpoint as the release\'s state_dict '
+                    '(an OrderedDict of float32 tensors, torch.save), loadable with '
+                    'load_state_dict(strict=True). Needs the [torch] extra.')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument('--workdir', help='run directory (see --which)')
+    source.add_argument('--checkpoint', help='RUN/checkpoints/STEP, or a run directory')
+    _add_which(p)
+    _add_seed(p)
+    p.add_argument('--force', action='store_true', help='replace the output file if it exists')
+    p.add_argument('output', help='file to write (e.g. model.pkl)')
+    p.set_defaults(func=cmd_export_torch)
+
+
+# ---------------------------------------------------------------------------------------------
+# plot
+
+def cmd_plot(args, overrides) -> int:
+    from wtal_jax.tools import plotting
+    plotting.require_matplotlib()  # fail before any loading when matplotlib is missing
+    run = plotting.load_run(args.workdir, which=args.which, seed=args.seed, overrides=overrides,
+                            progress=not args.quiet)
+    out = args.out or os.path.join(run.workdir, 'plots')
+    for path in plotting.write_figures(run, out, video=args.video, class_name=args.class_name):
+        print(f'wrote {path}')
+    return 0
+
+
+def _add_plot(sub) -> None:
+    p = _subparser(sub, 'plot', 'figures of a run: magnitudes, a video timeline, curves',
+                   description='Writes PNG figures of a run: action vs background feature '
+                               'magnitudes before and after training (paper Fig. 2), one '
+                               "video's scores, detections and ground truth (paper Fig. 4), and "
+                               'the training curves. Needs the [viz] extra.')
+    p.add_argument('--workdir', required=True, help='run directory or RUN/checkpoints/STEP')
+    p.add_argument('--video', help='test video of the timeline (default: the first with ground '
+                                   'truth)')
+    p.add_argument('--class', dest='class_name',
+                   help="class of the timeline (default: the video's first ground-truth class)")
+    _add_which(p)
+    _add_seed(p)
+    p.add_argument('--out', help='folder for the PNG files (default: WORKDIR/plots)')
+    _add_quiet(p)
+    p.set_defaults(func=cmd_plot)
+
+
+# ---------------------------------------------------------------------------------------------
+# ablate
+
+def cmd_ablate(args, overrides) -> int:
+    from wtal_jax.tools import ablation
+    ablation.run_study(args.study, config_path=args.config, overrides=overrides,
+                       seeds=args.seeds, workdir=args.workdir, settings=args.settings,
+                       progress=not args.quiet, log=lambda text: print(text, flush=True))
+    return 0
+
+
+def _add_ablate(sub) -> None:
+    from wtal_jax.tools import ablation  # NumPy only: JAX is imported when training
+    p = _subparser(sub, 'ablate', "the paper's ablations: table3 (losses, scores), table5 "
+                                  '(margin m); resumable')
+    p.add_argument('--study', required=True, choices=tuple(ablation.STUDIES),
+                   help='table3: losses and scores; table5: the maximum feature magnitude m')
+    p.add_argument('--seeds', type=int, default=3,
+                   help='seeds per setting (0, 1, ... added to the config seed)')
+    p.add_argument('--workdir', default='runs/ablate',
+                   help='folder of the runs (WORKDIR/STUDY/SETTING/seed_N) and tables')
+    p.add_argument('--config', default='configs/synthetic.py',
+                   help='base config file; fields overridable as --config.SECTION.FIELD=VALUE')
+    p.add_argument('--settings', help='comma-separated subset, e.g. a,d or m50,m100 (default: '
+                                      'every setting of the study)')
+    _add_quiet(p)
+    p.set_defaults(func=cmd_ablate)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser and the entry point
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='wtal-jax', description='Weakly-supervised temporal action localisation by '
                                      'uncertainty modelling (UM, AAAI 2021) in JAX.')
-    sub = parser.add_subparsers(dest='command', required=True)
-
-    p = sub.add_parser('train', help='train (and evaluate) a model; resumes in --workdir')
-    _add_config_args(p, required=False)
-    p.add_argument('--seeds', help='train several seeds at once (vmap): a list 0,1,2 or a '
-                                   'count 5 (= 0..4); default: the config\'s seed')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    g = p.add_argument_group('several processes (jax.distributed; one per host)')
-    g.add_argument('--coordinator', help='HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)')
-    g.add_argument('--num-processes', type=int, help='N (or JAX_NUM_PROCESSES)')
-    g.add_argument('--process-id', type=int, help='this process, 0..N-1 (or JAX_PROCESS_ID)')
-    g.add_argument('--distributed-auto', action='store_true',
-                   help='detect the processes from SLURM, Open MPI or a TPU pod')
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser('evaluate', help='localise and evaluate a checkpoint on the test split')
-    _add_config_args(p, required=False)
-    p.add_argument('--checkpoint', help='run directory or RUN/checkpoints/STEP')
-    p.add_argument('--which', choices=('best', 'latest'), default='best')
-    p.add_argument('--seed', type=int, help='which seed of a run that holds several')
-    p.add_argument('--split', help="the test subset (default), 'selection' or the training "
-                                   'subset, by name')
-    p.add_argument('--quiet', action='store_true')
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser('map', help='mAP of an ActivityNet results file (official protocol)')
-    p.add_argument('--ground-truth', required=True)
-    p.add_argument('--predictions', required=True)
-    p.add_argument('--subset', default='test')
-    p.add_argument('--tiou-thresholds', default='0.1:0.7:0.1',
-                   help='start:stop:step (stop included) or a comma list')
-    p.add_argument('--json', help='also write the figures (fractions) to this JSON file')
-    p.set_defaults(func=cmd_map)
-
-    p = sub.add_parser('detect', help='detections for feature files of unannotated videos')
-    p.add_argument('--checkpoint', required=True, help='run directory or RUN/checkpoints/STEP')
-    p.add_argument('--which', choices=('best', 'latest'), default='best')
-    p.add_argument('--seed', type=int, help='which seed of a run that holds several')
-    p.add_argument('--output', default='detections.json')
-    p.add_argument('features', nargs='+',
-                   help='per video: one .npy of (n, D), or RGB.npy,FLOW.npy joined by a comma')
-    p.set_defaults(func=cmd_detect)
-
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f'wtal_jax.{name}').add_parser(sub)
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    _add_core_commands(sub)
+    _add_bench(sub)
+    _add_torch_commands(sub)
+    _add_plot(sub)
+    _add_ablate(sub)
     return parser
+
+
+def _describe_os_error(error: OSError) -> str:
+    """``FILE: reason`` for an OSError (``FILE -> OTHER`` when it names two files)."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return reason
+    where = os.fsdecode(error.filename)
+    if error.filename2 is not None:
+        where += f' -> {os.fsdecode(error.filename2)}'
+    return f'{where}: {reason}'
 
 
 def main(argv=None) -> int:
@@ -196,6 +479,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f'wtal-jax {args.command}: error: {e}', file=sys.stderr)
         return 2
+    except OSError as e:  # the system refused a file: a full disk, a permission, a lost mount
+        print(f'wtal-jax {args.command}: error: {_describe_os_error(e)}', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f'wtal-jax {args.command}: interrupted', file=sys.stderr)
         return 130

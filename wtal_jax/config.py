@@ -6,20 +6,17 @@ returned config is locked: a misspelt key is an error, not a silently ignored se
 Overrides are parsed by the type of the field they replace (never ``eval``'d).
 """
 
+import dataclasses
 import importlib.util
 import json
+import math
 import os
 
 import ml_collections
 import numpy as np
 
+from wtal_jax.data.annotations import THUMOS14_CLASSES
 from wtal_jax.errors import UserError
-
-THUMOS14_CLASSES = (
-    'BaseballPitch', 'BasketballDunk', 'Billiards', 'CleanAndJerk', 'CliffDiving',
-    'CricketBowling', 'CricketShot', 'Diving', 'FrisbeeCatch', 'GolfSwing', 'HammerThrow',
-    'HighJump', 'JavelinThrow', 'LongJump', 'PoleVault', 'Shotput', 'SoccerPenalty',
-    'TennisSwing', 'ThrowDiscus', 'VolleyballSpiking')
 
 
 def _arange(start: float, stop: float, step: float) -> tuple[float, ...]:
@@ -131,6 +128,242 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+# ---------------------------------------------------------------------------------------------
+# What each field may hold
+#
+# One rule per field of default_config(), in its order; the defaults stay there alone. A new
+# field needs a line here (tests/test_config.py checks that the two list the same fields), and a
+# rule that involves two fields goes into CONSTRAINTS. validate() checks a whole config against
+# both and reports every violation at once.
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Number:
+    """An integer (``integer=True``; booleans are not) or a finite real number, with optional
+    inclusive (``low``, ``high``) and exclusive (``above``, ``below``) bounds."""
+    integer: bool = False
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    below: float | None = None
+
+    def accepts(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
+            return False
+        return ((self.integer or _finite(value))
+                and (self.low is None or value >= self.low)
+                and (self.high is None or value <= self.high)
+                and (self.above is None or value > self.above)
+                and (self.below is None or value < self.below))
+
+    def __str__(self) -> str:
+        bounds = [f'{op} {bound}' for op, bound in (('>=', self.low), ('>', self.above),
+                                                      ('<=', self.high), ('<', self.below))
+                  if bound is not None]
+        return ' '.join(['an integer' if self.integer else 'a finite number',
+                         ' and '.join(bounds)]).strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """One of a few values (compared with ==, types included)."""
+    choices: tuple
+
+    def accepts(self, value) -> bool:
+        return any(type(value) is type(c) and value == c for c in self.choices)
+
+    def __str__(self) -> str:
+        return 'one of ' + ', '.join(repr(c) for c in self.choices)
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """A string; ``nonempty`` refuses ''."""
+    nonempty: bool = False
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, str) and (bool(value) or not self.nonempty)
+
+    def __str__(self) -> str:
+        return 'a non-empty string' if self.nonempty else 'a string'
+
+
+@dataclasses.dataclass(frozen=True)
+class Items:
+    """A tuple (a list in JSON) whose items each follow ``item``; optionally non-empty and
+    without repeats."""
+    item: object
+    nonempty: bool = False
+    distinct: bool = False
+
+    def accepts(self, value) -> bool:
+        return (isinstance(value, (tuple, list)) and all(self.item.accepts(v) for v in value)
+                and (bool(value) or not self.nonempty)
+                and (not self.distinct or len(set(value)) == len(value)))
+
+    def __str__(self) -> str:
+        words = ('a', 'non-empty' if self.nonempty else '', 'list of',
+                 'distinct' if self.distinct else '', 'items, each', str(self.item))
+        return ' '.join(w for w in words if w)
+
+
+def integer(low=None, high=None) -> Number:
+    return Number(integer=True, low=low, high=high)
+
+
+def real(low=None, high=None, *, above=None, below=None) -> Number:
+    return Number(low=low, high=high, above=above, below=below)
+
+
+FLAG = OneOf((False, True))
+PROBABILITY = real(0, 1)
+FRACTION_BELOW_ONE = real(0, below=1)   # a dropout rate: 1 would drop everything
+POSITIVE = real(above=0)
+COUNT = integer(1)
+# The scalar metrics an evaluation records (runs.experiment.Evaluator), to select the best by.
+EVAL_METRICS = ('average_mAP', 'classification_mAP', 'accuracy')
+
+RULES = {
+    'seed': integer(0, 2**31 - 1),
+    'seeds': Items(integer(0, 2**31 - 1), distinct=True),
+    'data.root': Text(),
+    'data.annotation_file': Text(nonempty=True),
+    'data.modality': OneOf(('rgb', 'flow', 'all')),
+    'data.feature_dim': COUNT,
+    'data.class_names': Items(Text(nonempty=True), distinct=True),
+    'data.num_segments': COUNT,
+    'data.segment_seconds': POSITIVE,
+    'data.use_duration': FLAG,
+    'data.selection_fraction': real(0, below=1),
+    'data.train.split_file': Text(nonempty=True),
+    'data.train.feature_dir': Text(),
+    'data.train.subset': Text(nonempty=True),
+    'data.test.split_file': Text(nonempty=True),
+    'data.test.feature_dir': Text(),
+    'data.test.subset': Text(nonempty=True),
+    'synthetic.enabled': FLAG,
+    'synthetic.num_classes': COUNT,
+    'synthetic.num_train': COUNT,
+    'synthetic.num_test': COUNT,
+    'synthetic.feature_dim': integer(4),
+    'synthetic.min_segments': integer(5),   # room for two instances and a gap
+    'synthetic.max_segments': integer(5),
+    'synthetic.seed': integer(0, 2**63 - 1),
+    'model.embed_dim': COUNT,
+    'model.dropout_rate': FRACTION_BELOW_ONE,
+    'model.r_act': COUNT,
+    'model.r_bkg': COUNT,
+    'model.selection_dropout': FRACTION_BELOW_ONE,
+    'model.dtype': OneOf(('float32', 'bfloat16')),
+    'loss.alpha': real(0),
+    'loss.beta': real(0),
+    'loss.margin': POSITIVE,
+    'loss.cls_variant': OneOf(('release', 'paper')),
+    'loss.be_variant': OneOf(('release', 'paper')),
+    'loss.cls_scale': OneOf(('1', 'classes')),
+    'optim.learning_rate': POSITIVE,
+    'optim.lr_list': Items(POSITIVE),
+    'optim.b1': FRACTION_BELOW_ONE,
+    'optim.b2': FRACTION_BELOW_ONE,
+    'optim.eps': POSITIVE,
+    'optim.weight_decay': real(0),
+    'train.batch_size': COUNT,
+    'train.num_steps': COUNT,
+    'train.num_devices': integer(0),
+    'train.prefetch': COUNT,
+    'train.prefetch_workers': COUNT,
+    'train.data_on_device': OneOf(('auto', 'always', 'never')),
+    'train.device_memory_fraction': real(above=0, high=1),
+    'train.log_every_steps': COUNT,
+    'train.init_from': Text(),
+    'eval.every_steps': COUNT,
+    'eval.tiou_thresholds': Items(real(above=0, high=1), nonempty=True, distinct=True),
+    'eval.chunk_segments': COUNT,
+    'eval.class_threshold': PROBABILITY,
+    'checkpoint.every_steps': COUNT,
+    'checkpoint.keep': COUNT,
+    'checkpoint.select': OneOf(('selection', 'last', 'test')),
+    'checkpoint.best_metric': OneOf(EVAL_METRICS),
+    'checkpoint.best_mode': OneOf(('max', 'min')),
+    'localize.theta_vid': PROBABILITY,
+    'localize.upsample': COUNT,
+    'localize.score_thresholds': Items(PROBABILITY, nonempty=True),
+    'localize.magnitude_thresholds': Items(PROBABILITY, nonempty=True),
+    'localize.min_run_length': COUNT,
+    'localize.outer_ratio': real(0),
+    'localize.p_act_weight': real(0),
+    'localize.nms_iou': real(above=0, high=1),
+    'localize.segment_frames': COUNT,
+    'localize.fps': POSITIVE,
+    'localize.use_duration': FLAG,
+    'localize.families': Items(OneOf(('score', 'magnitude')), nonempty=True, distinct=True),
+    'localize.fuse_magnitude': FLAG,
+}
+
+# Rules between fields: (the fields, whether a config satisfies it, what it asks). Checked only
+# where those fields each follow their own rule.
+CONSTRAINTS = (
+    (('eval.chunk_segments', 'data.num_segments'),
+     lambda c: c.eval.chunk_segments > c.data.num_segments,
+     'eval.chunk_segments must exceed data.num_segments (a chunk holds a whole video)'),
+    (('checkpoint.select', 'data.selection_fraction'),
+     lambda c: c.checkpoint.select != 'selection' or c.data.selection_fraction > 0,
+     'checkpoint.select=selection needs a selection split (data.selection_fraction > 0)'),
+    (('synthetic.min_segments', 'synthetic.max_segments'),
+     lambda c: c.synthetic.min_segments <= c.synthetic.max_segments,
+     'synthetic.min_segments must not exceed synthetic.max_segments'),
+)
+
+
+def _leaves(node, prefix: str = '') -> dict:
+    """Dotted name -> value of every field below ``node`` (a ConfigDict or dict)."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
+            flat.update(_leaves(value, f'{prefix}{key}.'))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
+
+
+def config_errors(cfg) -> list[str]:
+    """Every way ``cfg`` breaks RULES and CONSTRAINTS, one phrase each (empty when valid)."""
+    values = _leaves(cfg)
+    invalid = [key for key, rule in RULES.items()
+               if key in values and not rule.accepts(values[key])]
+    missing = [key for key in RULES if key not in values]
+    errors = [f'{key}={_shown(values[key])} (must be {RULES[key]})' for key in invalid]
+    errors += [f'{key} is missing' for key in missing]
+    errors += [f'{key} is not a known field' for key in values if key not in RULES]
+    for keys, holds, text in CONSTRAINTS:
+        if set(invalid + missing).isdisjoint(keys) and not holds(cfg):
+            errors.append(f'{text}: ' + ', '.join(f'{k}={_shown(values[k])}' for k in keys))
+    return errors
+
+
+def validate(cfg, *, source: str = '') -> None:
+    """Raises one UserError listing every invalid, missing or unknown field of ``cfg``.
+
+    ``source`` names where the config came from (a config file, a run's config.json).
+    """
+    errors = config_errors(cfg)
+    if errors:
+        count = f'{len(errors)} invalid setting' + ('s' if len(errors) > 1 else '')
+        raise UserError(f'{source or "config"}: {count}: ' + '; '.join(errors))
+
+
 def load_config(path: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     """Runs ``get_config()`` of the config file at ``path``, locks it, applies overrides."""
     if not os.path.isfile(path):
@@ -145,7 +378,7 @@ def load_config(path: str, overrides: list[str] = ()) -> ml_collections.ConfigDi
         raise UserError(f'{path}: config file defines no get_config()')
     cfg = module.get_config()
     cfg.lock()
-    apply_overrides(cfg, overrides, source=path)
+    apply_overrides(cfg, overrides, source=path)  # which validates the result, overrides or not
     return cfg
 
 
@@ -190,6 +423,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides, *, source: str = 
             raise UserError(f'--config.{key}: no such field in {source or "config"}')
         with node.ignore_type():
             node[leaf] = _parse_value(text, node[leaf], key)
+    validate(cfg, source=source)
 
 
 def to_dict(cfg: ml_collections.ConfigDict) -> dict:
@@ -197,14 +431,19 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
     return json.loads(cfg.to_json())
 
 
-def from_dict(values: dict, *, source: str = 'config') -> ml_collections.ConfigDict:
-    """Rebuilds a locked config saved by :func:`to_dict` (lists back to tuples)."""
+def from_dict(values: dict, *, source: str = 'saved config') -> ml_collections.ConfigDict:
+    """Rebuilds a locked config saved by :func:`to_dict` (lists back to tuples), validated:
+    a saved file may have been edited by hand. ``source`` names it in error messages."""
     def fix(v):
         if isinstance(v, dict):
             return {k: fix(x) for k, x in v.items()}
         if isinstance(v, list):
             return tuple(fix(x) for x in v)
         return v
+    if not isinstance(values, dict):
+        raise UserError(f'{source}: expected a JSON object of config sections, found '
+                        f'{type(values).__name__}')
     cfg = ml_collections.ConfigDict(fix(values))
     cfg.lock()
+    validate(cfg, source=source)
     return cfg

@@ -1,4 +1,5 @@
-"""Annotations, the class list, and loading + validating per-video feature files (SPEC §1).
+"""Loading + validating per-video feature files and splits (SPEC §1); annotations are read by
+:mod:`wtal_jax.data.annotations`.
 
 NumPy only (no JAX), so data loading is quick to import and can feed any framework.
 
@@ -13,43 +14,23 @@ that names the file or video and the numbers involved.
 """
 
 import dataclasses
-import json
-import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+# Re-exported: training code reads annotations and the class list through this module too.
+from wtal_jax.data.annotations import (  # noqa: F401
+    THUMOS14_CLASSES, VideoAnnotation, class_names_from, load_annotations)
+from wtal_jax.data.annotations import checked_class_list as _checked_class_list
+from wtal_jax.data.annotations import one_line as _one_line
 from wtal_jax.errors import UserError
-
-# The fixed THUMOS'14 class order (SPEC §1); class index i of every output refers to this list.
-THUMOS14_CLASSES = (
-    'BaseballPitch', 'BasketballDunk', 'Billiards', 'CleanAndJerk', 'CliffDiving',
-    'CricketBowling', 'CricketShot', 'Diving', 'FrisbeeCatch', 'GolfSwing', 'HammerThrow',
-    'HighJump', 'JavelinThrow', 'LongJump', 'PoleVault', 'Shotput', 'SoccerPenalty',
-    'TennisSwing', 'ThrowDiscus', 'VolleyballSpiking')
 
 # 16-frame segments of 25 fps video (THUMOS convention, SPEC §1).
 SEGMENT_SECONDS = 16 / 25
 
 MODALITIES = ('rgb', 'flow', 'all')
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class VideoAnnotation:
-    """One video's entry of an annotation file.
-
-    Attributes:
-      subset: e.g. 'train', 'validation' or 'test'.
-      duration: seconds, or None when the file gives none (THUMOS'14 gives none).
-      segments: (N, 2) float64 [start, end] seconds, as written (not clipped).
-      labels: N class names, one per row of ``segments``.
-    """
-    subset: str
-    duration: float | None
-    segments: np.ndarray
-    labels: tuple[str, ...]
 
 
 class GroundTruth(NamedTuple):
@@ -93,119 +74,6 @@ class Split:
     def feature_dim(self) -> int:
         """D, the size of one segment's feature vector."""
         return int(self.features[0].shape[1])
-
-
-# ----------------------------------------------------------------------------------------------
-# Annotations
-
-
-def _one_line(message: object) -> str:
-    """Collapses whitespace so an embedded library message keeps a UserError to one line."""
-    return ' '.join(str(message).split())
-
-
-def _seconds(value: object, where: str) -> float:
-    """A finite number of seconds from a JSON number or numeric string (``"18.6"``)."""
-    # bool is an int subclass, but true/false is never a time.
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise UserError(f'{where}: {value!r} is not a number of seconds')
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise UserError(f'{where}: {value!r} is not a number of seconds') from None
-    if not math.isfinite(seconds):
-        raise UserError(f'{where}: {value!r} is not a finite number of seconds')
-    return seconds
-
-
-def _read_json(path: str) -> object:
-    """Parsed JSON of ``path``; a missing, unreadable or malformed file is a UserError."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f'{path}: file not found') from None
-    except IsADirectoryError:
-        raise UserError(f'{path}: is a folder, expected a JSON file') from None
-    except OSError as e:
-        raise UserError(f'{path}: cannot read ({_one_line(e.strerror)})') from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f'{path}: not valid JSON ({_one_line(e)})') from None
-
-
-def _parse_video(path: str, video: str, entry: object) -> VideoAnnotation:
-    """One ``database`` entry → :class:`VideoAnnotation`, validated."""
-    where = f'{path}: video {video}'
-    if not isinstance(entry, Mapping):
-        raise UserError(f'{where}: entry is a {type(entry).__name__}, expected an object')
-    subset = entry.get('subset')
-    if not isinstance(subset, str):
-        raise UserError(f'{where}: "subset" is missing or not a string')
-    duration = entry.get('duration')
-    if duration is not None:
-        duration = _seconds(duration, f'{where}: duration')
-        if duration <= 0:
-            raise UserError(f'{where}: duration {duration} s is not positive')
-    items = entry.get('annotations', [])
-    if not isinstance(items, list):
-        raise UserError(f'{where}: "annotations" is a {type(items).__name__}, expected a list')
-    segments = np.zeros((len(items), 2), np.float64)
-    labels = []
-    for j, item in enumerate(items):
-        at = f'{where}: annotation {j}'
-        if not isinstance(item, Mapping):
-            raise UserError(f'{at} is a {type(item).__name__}, expected an object')
-        bounds, label = item.get('segment'), item.get('label')
-        if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
-            raise UserError(f'{at}: "segment" is {bounds!r}, expected [start, end]')
-        if not isinstance(label, str):
-            raise UserError(f'{at}: "label" is {label!r}, expected a class name')
-        start, end = (_seconds(b, f'{at} segment bound') for b in bounds)
-        # Zero-length instances occur in real files and are kept; a reversed one is a typo.
-        if end < start:
-            raise UserError(f'{at}: segment ends at {end} s before it starts at {start} s')
-        segments[j] = start, end
-        labels.append(label)
-    return VideoAnnotation(subset=subset, duration=duration, segments=segments,
-                           labels=tuple(labels))
-
-
-def load_annotations(path: str) -> dict[str, VideoAnnotation]:
-    """Reads an ActivityNet-style annotation file (SPEC §1).
-
-    Format: ``{"database": {VIDEO: {"subset": str, "duration": seconds (optional),
-    "annotations": [{"segment": [start, end], "label": str}, ...]}}}``; bounds may be numbers or
-    numeric strings. Returns video id → :class:`VideoAnnotation`, in file order.
-    """
-    raw = _read_json(path)
-    database = raw.get('database') if isinstance(raw, Mapping) else None
-    if not isinstance(database, Mapping):
-        raise UserError(f'{path}: no "database" object at the top level')
-    return {str(video): _parse_video(path, str(video), entry) for video, entry in database.items()}
-
-
-def _checked_class_list(names: Sequence[str]) -> tuple[str, ...]:
-    """``names`` as a tuple, refusing an empty list or a repeated name."""
-    names = tuple(names)
-    if not names:
-        raise UserError('the class list is empty')
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise UserError(f'the class list names {", ".join(repeated)} more than once')
-    return names
-
-
-def class_names_from(annotations: Mapping[str, VideoAnnotation], subsets: Iterable[str],
-                     configured: Sequence[str] = ()) -> tuple[str, ...]:
-    """The class list: ``configured`` if non-empty, else the sorted labels found in ``subsets``."""
-    if configured:
-        return _checked_class_list(configured)
-    subsets = tuple(subsets)
-    found = {label for a in annotations.values() if a.subset in subsets for label in a.labels}
-    if not found:
-        raise UserError(f'no action labels in annotation subsets {", ".join(subsets)}; '
-                        'configure the class list')
-    return tuple(sorted(found))
 
 
 # ----------------------------------------------------------------------------------------------

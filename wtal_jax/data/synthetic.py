@@ -129,11 +129,16 @@ def _smooth_noise(rng: np.random.Generator, n: int, dim: int, scale: float) -> n
     return scale * (white[:-2] + 2 * white[1:-1] + white[2:]) / np.sqrt(6)
 
 
+def _video_classes(rng: np.random.Generator, num_classes: int) -> np.ndarray:
+    """The classes of one video: one, or two distinct ones in a fifth of the videos."""
+    two = num_classes > 1 and rng.random() < 0.2
+    return rng.choice(num_classes, 2 if two else 1, replace=False)
+
+
 def _video(rng: np.random.Generator, protos: dict[str, np.ndarray], n: int, num_classes: int
            ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
     """One video: rgb and flow (n, dim) float32 >= 0, and its instances (start, len, class)."""
-    two = num_classes > 1 and rng.random() < 0.2
-    classes = rng.choice(num_classes, 2 if two else 1, replace=False)
+    classes = _video_classes(rng, num_classes)
     instances = _instances(rng, n, classes)
     dim = protos['motion'].shape[0]
 
@@ -191,6 +196,22 @@ def _annotations(rng: np.random.Generator, instances: list[tuple[int, int, int]]
         begin = max(0.0, (start + rng.uniform(-0.3, 0.3)) * SEGMENT_SECONDS)
         end = (start + length + rng.uniform(-0.3, 0.3)) * SEGMENT_SECONDS
         items.append({'segment': [f'{begin:.1f}', f'{end:.1f}'], 'label': class_names[c]})
+    return items
+
+
+def annotations(lengths: Sequence[int], class_names: Sequence[str], *,
+                seed: int = 0) -> list[list[dict[str, Any]]]:
+    """gt.json annotation lists for videos of the given lengths (segments), drawn as
+    :func:`generate` draws them (one or two classes a video, 10-40% action), without features.
+
+    For benchmarks that need realistic ground truth at lengths of their own choosing; video
+    ``i`` depends only on ``seed``, ``i``, its length and the number of classes.
+    """
+    items = []
+    for i, n in enumerate(lengths):
+        rng = np.random.default_rng([seed, 3, i])  # streams 1 and 2 are generate()'s splits
+        instances = _instances(rng, int(n), _video_classes(rng, len(class_names)))
+        items.append(_annotations(rng, instances, class_names))
     return items
 
 

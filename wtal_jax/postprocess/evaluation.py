@@ -6,19 +6,22 @@ Plain NumPy (no JAX). The detection mAP reproduces ActivityNet's ``eval_detectio
 number, ties included, with two holes closed on purpose (SPEC §6): a 0/0 tIoU is 0, not NaN, and
 input that the official code would crash on or silently miscount is rejected with a ``UserError``.
 
-Data flow: ``load_ground_truth`` and ``load_predictions`` validate and flatten the JSON once;
-``evaluate_detection`` ranks, matches and integrates without a Python loop per prediction.
+Data flow: ``load_ground_truth`` (on the one annotation reader, ``data.annotations``) and
+``load_predictions`` validate and flatten the JSON once; ``evaluate_detection`` ranks, matches and
+integrates without a Python loop per prediction. ``snippet_protocol`` first maps both onto the
+16-frame snippet grid of the W-TALC / CO2-Net / DELU codebases and drops the predictions that
+overlap ambiguous segments; ``postprocess.report`` gathers every figure papers quote.
 """
 
 import dataclasses
 import itertools
-import json
 import math
 import numbers
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from wtal_jax.data import annotations
 from wtal_jax.errors import UserError
 
 # "0:1:1e-9" would ask for a billion thresholds; nobody means that.
@@ -65,7 +68,7 @@ def parse_tiou_thresholds(text: str) -> np.ndarray:
     return np.round(start + step * np.arange(count), 12)
 
 
-def _check_thresholds(tiou_thresholds: Any) -> np.ndarray:
+def check_thresholds(tiou_thresholds: Any) -> np.ndarray:
     """Returns the thresholds as float64 (K,), K >= 1, each in [0, 1]; else a UserError."""
     thresholds = np.asarray(tiou_thresholds, dtype=np.float64)
     if thresholds.ndim != 1 or thresholds.size == 0:
@@ -126,56 +129,20 @@ class Predictions:
     outside_subset_videos: tuple[str, ...]
 
 
-def _read_json(path: Any) -> Any:
-    """Reads a JSON file; a missing, unreadable or malformed file is a UserError naming it."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError as e:
-        raise UserError(f'{path}: cannot read ({e.strerror or e})') from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f'{path}: not valid JSON ({e})') from None
-
-
 def _is_number(value: Any) -> bool:
     """True for int and float (NumPy's too), False for booleans, strings and the rest."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def _to_bound(value: Any, where: str) -> float:
-    """One segment bound, a number or a numeric string as the official ``float()`` accepts."""
-    if not (_is_number(value) or isinstance(value, str)):
-        raise UserError(f'{where}: segment bound {value!r} is not a number')
-    try:
-        bound = float(value)
-    except (ValueError, OverflowError):
-        raise UserError(f'{where}: segment bound {value!r} is not a number') from None
-    if not math.isfinite(bound):
-        raise UserError(f'{where}: segment bound {value!r} is not finite')
-    return bound
-
-
-def _parse_entry(entry: Any, where: str, with_score: bool) -> tuple[str, float, float, float]:
-    """Validates one annotation or prediction; returns (label, start, end, score or NaN).
+def _parse_prediction(entry: Any, where: str) -> tuple[str, float, float, float]:
+    """Validates one prediction; returns (label, start, end, score).
 
     ``where`` names the file, the video and the entry's index for error messages.
     """
-    if not isinstance(entry, Mapping) or 'label' not in entry or 'segment' not in entry:
-        raise UserError(
-            f'{where}: expected an object with "label" and "segment", got {entry!r:.80}')
-    label, segment = entry['label'], entry['segment']
-    if not isinstance(label, str):
-        raise UserError(f'{where}: label {label!r} is not a string')
-    if not isinstance(segment, (list, tuple, np.ndarray)) or len(segment) != 2:
-        raise UserError(f'{where}: segment {segment!r:.80} is not [start, end]')
-    start, end = _to_bound(segment[0], where), _to_bound(segment[1], where)
-    if end < start:
-        raise UserError(f'{where}: segment {list(segment)} ends before it starts')
-    score = math.nan
-    if with_score:
-        score = entry.get('score')
-        if not _is_number(score) or not math.isfinite(score):
-            raise UserError(f'{where}: score {score!r} is not a finite number')
+    label, start, end = annotations.parse_instance(entry, where)
+    score = entry.get('score')
+    if not _is_number(score) or not math.isfinite(score):
+        raise UserError(f'{where}: score {score!r} is not a finite number')
     return label, start, end, float(score)
 
 
@@ -186,52 +153,37 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 def load_ground_truth(path: str, subset: str) -> GroundTruth:
-    """Loads the videos of ``subset`` from an ActivityNet-style annotation file (SPEC §1).
+    """The videos of ``subset`` of an annotation file (SPEC §1), flat, as the official evaluation
+    builds its ground truth.
 
-    Format: ``{"database": {VIDEO: {"subset": ..., "annotations": [{"segment": [s, e],
-    "label": ...}]}}}``; bounds may be numbers or numeric strings. A video without an
-    "annotations" field has no instances. Zero-length instances are kept.
+    The file is read and validated whole by :func:`wtal_jax.data.annotations.load_annotations`
+    (bounds may be numbers or numeric strings; a video without an "annotations" field has no
+    instances). Classes are numbered in order of first appearance in the subset; videos stay in
+    file order, those without annotations included; zero-length instances are kept.
 
     Raises:
       UserError: a missing or malformed file; an instance whose segment is reversed, not numeric
         or not finite (naming the video and the instance's index); a subset without videos or
         without any instance.
     """
-    data = _read_json(path)
-    database = data.get('database') if isinstance(data, dict) else None
-    if not isinstance(database, dict):
-        raise UserError(f'{path}: no "database" object (expected the ActivityNet format)')
-    class_index: dict[str, int] = {}
-    video_names: list[str] = []
-    video, label, segments = [], [], []
-    for name, entry in database.items():
-        if not isinstance(entry, dict) or 'subset' not in entry:
-            raise UserError(f'{path}: video {name}: no "subset" field')
-        if entry['subset'] != subset:
-            continue
-        annotations = entry.get('annotations', [])
-        if not isinstance(annotations, list):
-            raise UserError(f'{path}: video {name}: "annotations" is not a list')
-        for i, annotation in enumerate(annotations):
-            where = f'{path}: video {name}, annotation {i}'
-            class_name, start, end, _ = _parse_entry(annotation, where, with_score=False)
-            video.append(len(video_names))
-            label.append(class_index.setdefault(class_name, len(class_index)))
-            segments.append((start, end))
-        video_names.append(name)
-    if not video_names:
-        subsets = sorted({str(e.get('subset')) for e in database.values() if isinstance(e, dict)})
+    database = annotations.load_annotations(path)
+    videos = {name: a for name, a in database.items() if a.subset == subset}
+    if not videos:
+        subsets = sorted({a.subset for a in database.values()})
         raise UserError(f'{path}: no video of subset {subset!r} (subsets there: {subsets})')
-    if not label:
-        raise UserError(f'{path}: the {len(video_names)} videos of subset {subset!r} have no '
+    labels = [label for a in videos.values() for label in a.labels]
+    if not labels:
+        raise UserError(f'{path}: the {len(videos)} videos of subset {subset!r} have no '
                         'annotations, so there is nothing to evaluate')
+    class_index = {name: c for c, name in enumerate(dict.fromkeys(labels))}
+    counts = [len(a.labels) for a in videos.values()]
     return GroundTruth(
         subset=subset,
         class_names=tuple(class_index),
-        video_names=tuple(video_names),
-        video=_frozen(np.array(video, dtype=np.int64)),
-        label=_frozen(np.array(label, dtype=np.int64)),
-        segments=_frozen(np.array(segments, dtype=np.float64).reshape(-1, 2)),
+        video_names=tuple(videos),
+        video=_frozen(np.repeat(np.arange(len(videos), dtype=np.int64), counts)),
+        label=_frozen(np.array([class_index[label] for label in labels], dtype=np.int64)),
+        segments=_frozen(np.concatenate([a.segments for a in videos.values()])),
     )
 
 
@@ -271,7 +223,7 @@ def _plain_columns(entries: list) -> tuple[list, np.ndarray, np.ndarray]:
 
 def _checked_columns(results: Mapping, name: str) -> tuple[list, np.ndarray, np.ndarray]:
     """What ``_plain_columns`` returns, entry by entry: slower, and names the first bad entry."""
-    parsed = [_parse_entry(entry, f'{name}: video {video_name}, prediction {i}', with_score=True)
+    parsed = [_parse_prediction(entry, f'{name}: video {video_name}, prediction {i}')
               for video_name, entries in results.items() for i, entry in enumerate(entries)]
     labels = [p[0] for p in parsed]
     segments = np.array([p[1:3] for p in parsed], dtype=np.float64).reshape(-1, 2)
@@ -298,7 +250,8 @@ def load_predictions(path_or_dict: Any, gt: GroundTruth) -> Predictions:
     Scores are converted to float64.
     """
     name = 'predictions' if isinstance(path_or_dict, Mapping) else str(path_or_dict)
-    data = path_or_dict if isinstance(path_or_dict, Mapping) else _read_json(path_or_dict)
+    data = (path_or_dict if isinstance(path_or_dict, Mapping)
+            else annotations.read_json(path_or_dict))
     results = data.get('results') if isinstance(data, Mapping) else None
     if not isinstance(results, Mapping):
         raise UserError(f'{name}: no "results" object (expected the ActivityNet results format)')
@@ -343,6 +296,126 @@ def load_predictions(path_or_dict: Any, gt: GroundTruth) -> Predictions:
         num_outside_subset=int(counts[video_to_gt < 0].sum()),
         outside_subset_videos=tuple(outside),
     )
+
+
+def input_warnings(gt: GroundTruth, preds: Predictions) -> list[str]:
+    """One line per way the predictions do not cover the ground truth as expected, for stderr.
+
+    Both cases are valid input that the official evaluation scores silently: predictions for
+    videos outside the subset (false positives) and ground-truth videos without any prediction
+    (every instance there is missed), e.g. a results file for 2 of 100 videos.
+    """
+    lines = []
+    if preds.num_outside_subset:
+        lines.append(f'{preds.num_outside_subset} predictions are for videos outside subset '
+                     f'{gt.subset!r}; they count as false positives, as in the official evaluation')
+    missing = videos_without_predictions(gt, preds)
+    if missing:
+        lines.append(f'{len(missing)} of the {len(gt.video_names)} ground-truth videos of subset '
+                     f'{gt.subset!r} have no predictions (first: {missing[0]}); their instances '
+                     'count as missed')
+    return lines
+
+
+def videos_without_predictions(gt: GroundTruth, preds: Predictions) -> tuple[str, ...]:
+    """The ground-truth videos, in file order, that have no prediction (absent or empty list)."""
+    covered = np.zeros(len(gt.video_names), dtype=bool)
+    covered[preds.gt_video[preds.gt_video >= 0]] = True
+    return tuple(v for v, c in zip(gt.video_names, covered) if not c)
+
+
+# ---------------------------------------------------------------------------------------------
+# The snippet-grid protocol (W-TALC / CO2-Net / DELU family)
+
+# 25 fps video cut into 16-frame snippets. Those codebases compute ``t * 25 / 16``; multiplying
+# by 1.5625 gives the same double, as the division by 16 is exact.
+SNIPPETS_PER_SECOND = 25 / 16
+
+
+def load_ambiguous(path: str) -> dict[str, np.ndarray]:
+    """Reads a list of ambiguous segments, ``VIDEO START END`` (seconds) per line.
+
+    THUMOS'14's ``Ambiguous_test.txt`` (distributed with the W-TALC / CO2-Net annotations) has this
+    form, fields separated by spaces (the reference codebases split on one space and read fields
+    2 and 3 of its two-space lines; any whitespace is accepted here). Blank lines are skipped.
+
+    Returns:
+      video id → float64 (m, 2) [start, end] seconds, in file order.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UserError(f'{path}: cannot read ({e.strerror or e})') from None
+    except UnicodeDecodeError as e:
+        raise UserError(f'{path}: not a text file ({annotations.one_line(e)})') from None
+    segments: dict[str, list] = {}
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f'{path}: line {number}'
+        if len(fields) != 3:
+            raise UserError(f'{where}: expected VIDEO START END, got {len(fields)} fields')
+        segments.setdefault(fields[0], []).append(annotations.parse_segment(fields[1:], where))
+    return {video: np.array(rows, np.float64) for video, rows in segments.items()}
+
+
+def _keep_predictions(preds: Predictions, keep: np.ndarray) -> Predictions:
+    """``preds`` restricted to the rows where ``keep`` (bool (P,)) is True, order kept."""
+    gt_video = preds.gt_video[keep]
+    outside = dict.fromkeys(preds.video_names[v] for v in preds.video[keep][gt_video < 0])
+    return dataclasses.replace(
+        preds, video=_frozen(preds.video[keep]), gt_video=_frozen(gt_video),
+        label=_frozen(preds.label[keep]), score=_frozen(preds.score[keep]),
+        segments=_frozen(preds.segments[keep]), num_outside_subset=int((gt_video < 0).sum()),
+        outside_subset_videos=tuple(outside))
+
+
+def snippet_protocol(gt: GroundTruth, preds: Predictions,
+                     ambiguous: Mapping[str, np.ndarray] | None = None, *,
+                     snippets_per_second: float = SNIPPETS_PER_SECOND
+                     ) -> tuple[GroundTruth, Predictions]:
+    """Ground truth and predictions as the W-TALC / CO2-Net / DELU codebases evaluate them.
+
+    Their ``ANETdetection`` (``eval/eval_detection.py``) and ``filter_segments`` (in
+    ``proposal_methods.py``) do, for THUMOS'14:
+
+    - ground-truth bounds in snippet units: ``round(t * 25 / 16)`` (Python's round, half to even),
+      for start and end alike;
+    - predictions are made on that grid (start snippet, last snippet + 1); predictions given in
+      seconds are mapped the same way as the ground truth, which gives back the exact indices of
+      detections made at whole snippets (``t = index * 16 / 25``);
+    - a prediction is dropped, whatever its class, when its snippets ``range(start, end)`` share
+      at least one snippet with ``range(round(a * 25 / 16), round(b * 25 / 16))`` of an ambiguous
+      segment [a, b] of its video (their set-IoU > 0; touching is not sharing);
+    - then the official evaluation, unchanged, on these integer bounds.
+
+    Args:
+      gt, preds: from ``load_ground_truth`` and ``load_predictions``, bounds in seconds.
+      ambiguous: from ``load_ambiguous``; None drops nothing.
+      snippets_per_second: 25 / 16 for 16-frame snippets of 25 fps video.
+    Returns:
+      (gt, preds) with bounds in snippets (whole numbers, float64), and the kept predictions in
+      file order (so ties rank as in the reference).
+    """
+    def grid(seconds: np.ndarray) -> np.ndarray:
+        return np.rint(seconds * snippets_per_second)  # rint: half to even, as Python's round
+
+    gt = dataclasses.replace(gt, segments=_frozen(grid(gt.segments)))
+    segments = grid(preds.segments)
+    keep = np.ones(len(segments), dtype=bool)
+    for v, name in enumerate(preds.video_names):
+        if name not in (ambiguous or {}):
+            continue
+        rows = np.flatnonzero(preds.video == v)
+        amb = grid(ambiguous[name])
+        # Integer ranges [s, e) and [a, b) share a snippet iff max(s, a) < min(e, b).
+        shared = (np.maximum(segments[rows, None, 0], amb[None, :, 0])
+                  < np.minimum(segments[rows, None, 1], amb[None, :, 1]))
+        keep[rows[shared.any(axis=1)]] = False
+    preds = dataclasses.replace(preds, segments=_frozen(segments))
+    return gt, _keep_predictions(preds, keep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,7 +627,7 @@ def evaluate_detection(gt: GroundTruth, preds: Predictions,
       gt: from ``load_ground_truth``; preds: from ``load_predictions`` with the same ``gt``.
       tiou_thresholds: (K,) values in [0, 1].
     """
-    thresholds = _check_thresholds(tiou_thresholds)
+    thresholds = check_thresholds(tiou_thresholds)
     num_classes = len(gt.class_names)
     ranked, class_start = _rank_by_class(preds.label, preds.score, num_classes)
     true_pos = _match(gt, preds, ranked, thresholds)
@@ -596,20 +669,32 @@ def result_to_json(result: DetectionResult) -> dict:
     }
 
 
+def aligned_rows(rows: Sequence[Sequence[Sequence[str]]]) -> list[str]:
+    """Lines of a text table whose rows are groups of cells.
+
+    Every row has the same number of groups and cells per group. Each column is as wide as its
+    widest cell: the first group's cells are left-aligned (labels), the others right-aligned
+    (numbers); cells are joined by a space, groups by ``' | '``.
+    """
+    widths = [[max(len(row[g][i]) for row in rows) for i in range(len(group))]
+              for g, group in enumerate(rows[0])]
+    lines = []
+    for row in rows:
+        groups = [' '.join(cell.ljust(w) if g == 0 else cell.rjust(w)
+                           for cell, w in zip(group, widths[g])) for g, group in enumerate(row)]
+        lines.append(' | '.join(groups))
+    return lines
+
+
 def format_table(result: DetectionResult) -> str:
     """Two lines like the paper's Table 1: thresholds, then mAP in percent, one decimal.
 
     ``mAP@tIoU |  0.1  0.2 ...  0.7 |  AVG`` over ``mAP (%)  | 67.5 61.2 ... 12.1 | 41.9``.
     """
-    heads = [f'{t:g}' for t in result.tiou_thresholds]
-    values = [f'{100 * m:.1f}' for m in result.map]
-    widths = [max(len(h), len(v)) for h, v in zip(heads, values)]
-    average = f'{100 * result.average_map:.1f}'
-    avg_width = max(3, len(average))
-    head = ' '.join(h.rjust(w) for h, w in zip(heads, widths))
-    row = ' '.join(v.rjust(w) for v, w in zip(values, widths))
-    return (f'mAP@tIoU | {head} | {"AVG".rjust(avg_width)}\n'
-            f'mAP (%)  | {row} | {average.rjust(avg_width)}')
+    return '\n'.join(aligned_rows([
+        [['mAP@tIoU'], [f'{t:g}' for t in result.tiou_thresholds], ['AVG']],
+        [['mAP (%)'], [f'{100 * m:.1f}' for m in result.map], [f'{100 * result.average_map:.1f}']],
+    ]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,11 +28,11 @@ import numpy as np
 
 from wtal_jax import config as config_lib
 from wtal_jax.errors import UserError
-from wtal_jax.io_utils import write_json_atomic
+from wtal_jax.io_utils import write_json_atomic, write_text_atomic
 
 RESULT_FILE = 'result.json'
-# ``experiment`` and ``checkpointing`` (JAX, orbax) are imported where used: the CLI imports this
-# module to register ``ablate``, and other commands should not pay for them.
+# ``experiment`` and ``checkpointing`` (JAX, orbax) are imported where used, so that the tables
+# can be read, formatted and plotted without them.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +265,7 @@ def run_study(study: str, *, config_path: str, overrides=(), seeds: int = 3,
     base = os.path.join(workdir, study)
     write_json_atomic(base + '.json', table, indent=1)
     text = format_markdown(table)
-    _write_text_atomic(base + '.md', text)
+    write_text_atomic(base + '.md', text)
     try:
         from wtal_jax.tools import plotting
         plotting.save_png(plot_table(table), base + '.png')
@@ -275,30 +275,3 @@ def run_study(study: str, *, config_path: str, overrides=(), seeds: int = 3,
     log(f'wrote {base}.json, {base}.md and {base}.png')
     return table
 
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def cmd_ablate(args, overrides) -> int:
-    run_study(args.study, config_path=args.config, overrides=overrides, seeds=args.seeds,
-              workdir=args.workdir, settings=args.settings, progress=not args.quiet,
-              log=lambda text: print(text, flush=True))
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser('ablate', help="the paper's ablations: table3 (losses, scores), "
-                                      'table5 (margin m); resumable')
-    p.add_argument('--study', required=True, choices=tuple(STUDIES))
-    p.add_argument('--seeds', type=int, default=3, help='seeds per setting (0, 1, ... added '
-                                                        'to the config seed)')
-    p.add_argument('--workdir', default='runs/ablate',
-                   help='folder of the runs (WORKDIR/STUDY/SETTING/seed_N) and tables')
-    p.add_argument('--config', default='configs/synthetic.py', help='base config file')
-    p.add_argument('--settings', help='comma-separated subset, e.g. a,d or m50,m100')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.set_defaults(func=cmd_ablate)

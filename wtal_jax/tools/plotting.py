@@ -22,16 +22,16 @@ import dataclasses
 import os
 import re
 import sys
-import tempfile
 
 import numpy as np
 
 from wtal_jax.data import dataset, sampling
 from wtal_jax.postprocess import localization
 from wtal_jax.errors import UserError
+from wtal_jax.io_utils import write_atomic
 
-# ``experiment`` (and with it JAX) is imported inside the functions that need it: the CLI imports
-# this module to register ``plot``, and other commands should not pay for JAX.
+# ``experiment`` (and with it JAX) is imported inside the functions that need it, so that the
+# figure functions work on metrics files and arrays without JAX.
 
 _COLORS = {'action': '#d62728', 'background': '#1f77b4', 'score': '#d62728',
            'softmax': '#7f7f7f', 'magnitude': '#2ca02c', 'proposal': '#c7c7c7',
@@ -45,7 +45,7 @@ _LOSSES = (('loss_cls', 'L_cls (classification)'), ('loss_um', 'L_um (uncertaint
 # matplotlib
 
 
-def _matplotlib():
+def require_matplotlib():
     """Imports matplotlib, or says how to install it (one line, as every UserError)."""
     try:
         import matplotlib
@@ -58,7 +58,7 @@ def _matplotlib():
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, figsize=(8.0, 4.0), **subplot_kw):
     """A Figure on the Agg canvas and its axes (``squeeze=False``: always a 2-D array)."""
-    matplotlib = _matplotlib()
+    matplotlib = require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     fig = matplotlib.figure.Figure(figsize=figsize, layout='constrained')
     FigureCanvasAgg(fig)
@@ -67,19 +67,8 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize=(8.0, 4.0), **subplot_
 
 
 def save_png(fig, path: str, *, dpi: int = 110) -> str:
-    """Writes ``fig`` to ``path`` as PNG atomically (temporary file in the folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.png',
-                               dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            fig.savefig(f, format='png', dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes ``fig`` to ``path`` as PNG through the atomic writer; returns ``path``."""
+    write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=dpi), binary=True)
     return path
 
 
@@ -470,7 +459,7 @@ def curves_figure(rows_or_workdir):
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
+# Writing the figures
 
 
 def _safe(name: str) -> str:
@@ -479,42 +468,25 @@ def _safe(name: str) -> str:
 
 def write_figures(run: RunView, out: str, *, video: str | None = None,
                   class_name: str | None = None) -> list[str]:
-    """Writes magnitudes.png, timeline_VIDEO_CLASS.png and curves.png (if metrics exist)."""
-    from wtal_jax.runs import experiment
-    written = [save_png(magnitude_figure(run), os.path.join(out, 'magnitudes.png'))]
-    timeline = video_timeline(run, video, class_name)
+    """Writes magnitudes.png, timeline_VIDEO_CLASS.png and curves.png (if metrics exist) into
+    ``out`` (created if missing); returns their paths.
+
+    Every figure is drawn before the first is written, so that an unknown video or class (or
+    any other failure) leaves the figures already in ``out`` as they were.
+    """
+    timeline = video_timeline(run, video, class_name)  # checks the video and class names
     name = f'timeline_{_safe(timeline.video)}_{_safe(timeline.class_name)}.png'
     thresholds = _magnitude_thresholds(run.localize_config)
-    written.append(save_png(plot_timeline(timeline, magnitude_thresholds=thresholds),
-                            os.path.join(out, name)))
+    figures = {'magnitudes.png': magnitude_figure(run),
+               name: plot_timeline(timeline, magnitude_thresholds=thresholds)}
     from wtal_jax.runs.rundir import METRICS_FILE, RunDir
     rows = [r for r in RunDir(run.workdir).read_metrics() if r.get('seed', run.seed) == run.seed]
     if rows:
-        written.append(save_png(curves_figure(rows), os.path.join(out, 'curves.png')))
+        figures['curves.png'] = curves_figure(rows)
     else:
         print(f'note: {run.workdir} has no {METRICS_FILE}: no curves.png',
               file=sys.stderr)
-    return written
-
-
-def cmd_plot(args, overrides) -> int:
-    _matplotlib()  # fail before any loading when matplotlib is missing
-    run = load_run(args.workdir, which=args.which, overrides=overrides,
-                   progress=not args.quiet)
-    out = args.out or os.path.join(run.workdir, 'plots')
-    for path in write_figures(run, out, video=args.video, class_name=args.class_name):
-        print(f'wrote {path}')
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser('plot', help='figures of a run: magnitudes, a video timeline, curves')
-    p.add_argument('--workdir', required=True, help='run directory or RUN/checkpoints/STEP')
-    p.add_argument('--video', help='test video of the timeline (default: first with ground '
-                                   'truth)')
-    p.add_argument('--class', dest='class_name',
-                   help='class of the timeline (default: the video\'s first ground-truth class)')
-    p.add_argument('--which', choices=('best', 'latest'), default='best')
-    p.add_argument('--out', help='folder for the PNG files (default: WORKDIR/plots)')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.set_defaults(func=cmd_plot)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f'{out}: exists and is not a folder; --out takes a folder')
+    os.makedirs(out, exist_ok=True)
+    return [save_png(fig, os.path.join(out, file)) for file, fig in figures.items()]

@@ -27,13 +27,13 @@ import collections
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
 from wtal_jax.errors import UserError
+from wtal_jax.io_utils import check_output_path, write_atomic
 
 CONV_WEIGHT = 'cas_module.conv.0.weight'
 CONV_BIAS = 'cas_module.conv.0.bias'
@@ -45,7 +45,8 @@ WRAPPER_KEYS = ('state_dict', 'model')
 # nn.DataParallel saves every key with this prefix.
 DATA_PARALLEL_PREFIX = 'module.'
 
-_INSTALL_HINT = "install the extra: pip install -e '.[torch]' (the pinned CPU build)"
+_INSTALL_HINT = ("install the extra: pip install -e '.[torch]' (the README says how to get "
+                 "PyTorch's CPU build)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ def load_state_dict(path: str) -> Mapping:
 
 
 # ---------------------------------------------------------------------------------------------
-# The commands
+# Converting a file, exporting a run
 
 def _prepare_workdir(run, *, force: bool) -> None:
     """Refuses a run directory that has checkpoints unless ``force`` (which removes them)."""
@@ -354,18 +355,16 @@ def _assert_same_structure(reference, params) -> None:
         raise AssertionError(f'converted params {got} do not match the model {ref}')
 
 
-def export(source: str, output: str, *, which: str = 'best', seed: int | None = None
-           ) -> tuple[int, str, tuple]:
+def export(source: str, output: str, *, which: str = 'best', seed: int | None = None,
+           force: bool = False) -> tuple[int, str, tuple]:
     """Writes the release state dict of a run's checkpoint to ``output`` (atomically).
 
     ``source`` is a run directory (``which`` picks 'best' or 'latest') or RUN/checkpoints/STEP.
-    Returns (step, workdir, class names).
+    An existing ``output`` is replaced only with ``force``. Returns (step, workdir, class names).
     """
     from wtal_jax.runs import experiment
+    check_output_path(output, overwrite=force)  # before the minutes of loading
     torch = _import_torch()
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise UserError(f'{output}: folder {folder} does not exist')
     ckpt = experiment.load_checkpoint(source, which=which, seed=seed)
     names, step, workdir = ckpt.names, ckpt.step, ckpt.workdir
     state_dict = params_to_torch_state_dict(ckpt.state.params)
@@ -373,67 +372,5 @@ def export(source: str, output: str, *, which: str = 'best', seed: int | None = 
         if not bool(torch.isfinite(value).all()):
             raise UserError(f'{source}: step {step} has non-finite values in {key}; export a '
                             'checkpoint from before training diverged')
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(output) + '.', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(state_dict, f)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(output, lambda f: torch.save(state_dict, f), binary=True)
     return step, workdir, names
-
-
-def _cmd_convert(args, overrides) -> int:
-    from wtal_jax import config as config_lib
-    cfg = config_lib.load_config(args.config, overrides)
-    folder, names = convert(args.model, cfg, args.workdir, force=args.force)
-    print(f'converted {args.model} (D={cfg.data.feature_dim}, E={cfg.model.embed_dim}, '
-          f'C={len(names)}) to {folder}')
-    root = '' if cfg.data.root else ' --config.data.root=DATA_ROOT'
-    print(f'evaluate it: wtal-jax evaluate --workdir {args.workdir}{root}; fine-tune it: '
-          f'wtal-jax train ... --config.train.init_from={args.workdir}')
-    return 0
-
-
-def _cmd_export(args, overrides) -> int:
-    if overrides:
-        raise UserError(f'export-torch takes no config overrides: {" ".join(overrides)}')
-    source = args.checkpoint or args.workdir
-    step, workdir, names = export(source, args.output, which=args.which)
-    print(f'wrote {args.output}: step {step} of {workdir}, {len(names)} classes in this '
-          f'order: {", ".join(names)}')
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        'convert-torch', help="a PyTorch state_dict of the authors' release -> a run directory",
-        description='Converts a state_dict saved by the authors\' PyTorch release (keys '
-                    f'{", ".join(RELEASE_KEYS)}; a dict wrapping it under "state_dict" or '
-                    '"model", and DataParallel\'s "module." prefix, are accepted too) into '
-                    'WORKDIR/config.json and an orbax checkpoint at step 0, for evaluate, '
-                    'detect and train --config.train.init_from=WORKDIR. The file is read with '
-                    'torch.load(weights_only=True). Needs the [torch] extra.')
-    p.add_argument('model', help='the .pkl/.pt file written by torch.save')
-    p.add_argument('--config', required=True,
-                   help='config file (configs/thumos14.py); its data.feature_dim, '
-                        'model.embed_dim and class list must fit the file')
-    p.add_argument('--workdir', required=True, help='run directory to create')
-    p.add_argument('--force', action='store_true',
-                   help='replace the checkpoints (and metrics.jsonl) already in --workdir')
-    p.set_defaults(func=_cmd_convert)
-
-    p = sub.add_parser(
-        'export-torch', help="a run's parameters -> a PyTorch state_dict of the release layout",
-        description='Writes the parameters of a run\'s checkpoint as the release\'s state_dict '
-                    '(an OrderedDict of float32 tensors, torch.save), loadable with '
-                    'load_state_dict(strict=True). Needs the [torch] extra.')
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument('--workdir', help='run directory (see --which)')
-    source.add_argument('--checkpoint', help='RUN/checkpoints/STEP, or a run directory')
-    p.add_argument('--which', choices=('best', 'latest'), default='best',
-                   help='checkpoint of a run directory: best by the eval metric, or latest')
-    p.add_argument('output', help='file to write (e.g. model.pkl)')
-    p.set_defaults(func=_cmd_export)

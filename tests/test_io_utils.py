@@ -1,0 +1,226 @@
+"""The one atomic writer: content, file mode, bad paths, and real write failures (a full disk,
+a file-size limit) that keep the previous file and leave no temporary behind."""
+
+import contextlib
+import errno
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from wtal_jax import io_utils
+from wtal_jax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OLD = '{"old": true}'
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_json_text_bytes_and_a_callback_arrive_whole(tmp_path):
+    io_utils.write_json_atomic(str(tmp_path / 'a.json'), {'x': [1, 2.5], 'é': 'ü'}, indent=1)
+    assert json.loads((tmp_path / 'a.json').read_text(encoding='utf-8')) == {'x': [1, 2.5],
+                                                                            'é': 'ü'}
+    io_utils.write_text_atomic(str(tmp_path / 'b.md'), '| a |\n| ü |\n')
+    assert (tmp_path / 'b.md').read_text(encoding='utf-8') == '| a |\n| ü |\n'
+    io_utils.write_bytes_atomic(str(tmp_path / 'c.bin'), b'\x00\x89PNG')
+    assert (tmp_path / 'c.bin').read_bytes() == b'\x00\x89PNG'
+
+    def two_parts(f):
+        f.write(b'first ')
+        f.write(b'second')
+
+    io_utils.write_atomic(str(tmp_path / 'd.bin'), two_parts, binary=True)
+    assert (tmp_path / 'd.bin').read_bytes() == b'first second'
+    io_utils.write_text_atomic(str(tmp_path / 'b.md'), 'replaced')
+    assert (tmp_path / 'b.md').read_text() == 'replaced'
+    assert sorted(os.listdir(tmp_path)) == ['a.json', 'b.md', 'c.bin', 'd.bin']
+
+
+@pytest.mark.parametrize('mask', [0o022, 0o002, 0o077], ids=['022', '002', '077'])
+def test_new_files_get_the_usual_mode(tmp_path, mask):
+    """0666 less the umask, as `open` gives: results stay readable by the group and others
+    unless the user's umask says otherwise (mkstemp's 0600 would hide them)."""
+    with umask(mask):
+        io_utils.write_json_atomic(str(tmp_path / 'r.json'), {})
+        with open(tmp_path / 'plain', 'w'):
+            pass
+    mode = stat.S_IMODE(os.stat(tmp_path / 'r.json').st_mode)
+    assert mode == 0o666 & ~mask == stat.S_IMODE(os.stat(tmp_path / 'plain').st_mode)
+
+
+def test_a_failing_callback_keeps_the_previous_file(tmp_path):
+    path = tmp_path / 'results.json'
+    path.write_text(OLD)
+
+    def half(f):
+        f.write('{"new": ')
+        raise RuntimeError('stopped midway')
+
+    with pytest.raises(RuntimeError, match='stopped midway'):
+        io_utils.write_atomic(str(path), half)
+    with pytest.raises(ValueError):  # NaN is not JSON
+        io_utils.write_json_atomic(str(path), {'new': float('nan')})
+    assert path.read_text() == OLD
+    assert os.listdir(tmp_path) == ['results.json']
+
+
+BAD_PATHS = {
+    'folder': ('out', ['is a folder']),
+    'folder is a file': ('file/r.json', ['is not a folder']),
+    'missing folder': ('missing/r.json', ['does not exist']),
+}
+
+
+def _setup_bad_paths(tmp_path):
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'file').write_text('x')
+
+
+@pytest.mark.parametrize('where', sorted(BAD_PATHS))
+def test_a_user_output_path_that_cannot_be_a_file_is_one_line(tmp_path, where):
+    _setup_bad_paths(tmp_path)
+    path, words = str(tmp_path / BAD_PATHS[where][0]), BAD_PATHS[where][1]
+    with pytest.raises(UserError) as info:
+        io_utils.check_output_path(path)
+    message = str(info.value)
+    assert '\n' not in message and message.startswith(path)
+    assert all(word in message for word in words)
+
+
+@pytest.mark.parametrize('where', ['folder', 'folder is a file'])
+def test_the_writer_refuses_a_path_that_cannot_be_a_file(tmp_path, where):
+    _setup_bad_paths(tmp_path)
+    path = str(tmp_path / BAD_PATHS[where][0])
+    with pytest.raises(UserError, match=BAD_PATHS[where][1][0]):
+        io_utils.write_json_atomic(path, {})
+    assert sorted(os.listdir(tmp_path)) == ['file', 'out'] and not os.listdir(tmp_path / 'out')
+    assert (tmp_path / 'file').read_text() == 'x'
+
+
+def test_the_writer_creates_a_missing_folder_for_a_programs_own_outputs(tmp_path):
+    io_utils.write_json_atomic(str(tmp_path / 'run' / 'sub' / 'config.json'), {'a': 1})
+    assert json.loads((tmp_path / 'run' / 'sub' / 'config.json').read_text()) == {'a': 1}
+
+
+def test_check_output_path_refuses_an_existing_file_unless_overwrite(tmp_path):
+    path = tmp_path / 'detections.json'
+    io_utils.check_output_path(str(path), overwrite=False)  # absent: fine
+    path.write_text(OLD)
+    io_utils.check_output_path(str(path))
+    with pytest.raises(UserError, match='exists; pass --force'):
+        io_utils.check_output_path(str(path), overwrite=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real write failures
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs holding a small earlier results file, filled up to the last byte.
+
+    Mounting needs root (CAP_SYS_ADMIN); elsewhere the test skips, and the file-size-limit test
+    below covers the same failure path without privileges.
+    """
+    folder = tmp_path / 'disk'
+    folder.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f'cannot mount a small tmpfs to fill up (needs root): '
+                    f'{mounted.stderr.strip()}')
+    try:
+        (folder / 'results.json').write_text(OLD)
+        with open(folder / 'filler', 'wb', buffering=0) as f:
+            with pytest.raises(OSError) as info:
+                while True:
+                    f.write(b'\0' * 4096)
+        assert info.value.errno == errno.ENOSPC
+        yield folder
+    finally:
+        subprocess.run(['umount', str(folder)], check=True)
+
+
+def test_a_full_disk_keeps_the_previous_file_and_names_it(full_disk):
+    path = str(full_disk / 'results.json')
+    with pytest.raises(OSError) as info:
+        io_utils.write_json_atomic(path, {'results': ['x' * 100] * 100})
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == path
+    assert 'previous file there is unchanged' in info.value.strerror
+    assert (full_disk / 'results.json').read_text() == OLD
+    assert sorted(os.listdir(full_disk)) == ['filler', 'results.json']
+
+
+def _predictions_and_ground_truth(folder) -> tuple[str, str]:
+    gt = {'database': {f'v{i}': {'subset': 'test', 'annotations': [
+        {'segment': [1.0 + i, 5.0 + i], 'label': 'Jump'}]} for i in range(3)}}
+    results = {'results': {f'v{i}': [{'segment': [1.0 + i, 4.0 + i], 'label': 'Jump',
+                                      'score': 0.9}] for i in range(3)}}
+    gt_path, pred_path = str(folder / 'gt.json'), str(folder / 'pred.json')
+    with open(gt_path, 'w') as f:
+        json.dump(gt, f)
+    with open(pred_path, 'w') as f:
+        json.dump(results, f)
+    return gt_path, pred_path
+
+
+def _map_json(gt_path, pred_path, out, *, limited=False):
+    start = ['-c', _LIMITED] if limited else ['-m', 'wtal_jax']
+    return subprocess.run([sys.executable, *start, 'map', '--ground-truth', gt_path,
+                           '--predictions', pred_path, '--json', out], capture_output=True,
+                          text=True, timeout=120)
+
+
+def assert_one_line(proc, status, *words):
+    assert proc.returncode == status, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    assert lines[0].startswith('wtal-jax map: error: '), lines[0]
+    assert all(word in lines[0] for word in words), (words, lines[0])
+
+
+def test_map_on_a_full_disk_is_one_line_naming_the_file(full_disk, tmp_path):
+    gt_path, pred_path = _predictions_and_ground_truth(tmp_path)
+    out = str(full_disk / 'results.json')
+    proc = _map_json(gt_path, pred_path, out)
+    assert_one_line(proc, 1, out, 'No space left on device', 'unchanged')
+    assert (full_disk / 'results.json').read_text() == OLD
+
+
+# Writes past 200 bytes fail with EFBIG instead of killing the process with SIGXFSZ.
+_LIMITED = ('import resource, runpy, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); '
+            'resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); '
+            'runpy.run_module("wtal_jax", run_name="__main__")')
+
+
+def test_map_past_a_file_size_limit_is_one_line_naming_the_file(tmp_path):
+    """The same failure path as a full disk, for any user: the kernel refuses the write."""
+    gt_path, pred_path = _predictions_and_ground_truth(tmp_path)
+    out = tmp_path / 'map.json'
+    out.write_text(OLD)
+    proc = _map_json(gt_path, pred_path, str(out), limited=True)
+    assert_one_line(proc, 1, str(out), 'File too large', 'unchanged')
+    assert out.read_text() == OLD
+    assert sorted(os.listdir(tmp_path)) == ['gt.json', 'map.json', 'pred.json']
+    proc = _map_json(gt_path, pred_path, str(out))  # without the limit: written
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())['average_mAP'] > 0
+
+
+def test_map_json_naming_a_folder_is_one_line_before_any_work(tmp_path):
+    gt_path, pred_path = _predictions_and_ground_truth(tmp_path)
+    proc = _map_json(gt_path, pred_path, str(tmp_path))
+    assert_one_line(proc, 2, str(tmp_path), 'is a folder')
+    assert 'mAP@tIoU' not in proc.stdout  # refused before evaluating
