@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import ml_collections
 import numpy as np
@@ -274,3 +275,48 @@ def test_activitynet_configs(name):
     assert cfg.data.train.subset == 'training' and cfg.data.test.subset == 'validation'
     assert cfg.data.use_duration and cfg.localize.use_duration
     assert cfg.data.class_names == ()           # 100 / 200 classes, read from the annotations
+    # The layout `wtal-jax prepare activitynet` writes.
+    assert (cfg.data.train.split_file, cfg.data.train.feature_dir) == (
+        'split_training.txt', 'features/training')
+    assert (cfg.data.test.split_file, cfg.data.test.feature_dir) == (
+        'split_validation.txt', 'features/validation')
+    # At T = 50 the pseudo segments must fit videos whose action covers up to 90% of them:
+    # THUMOS'14's r_bkg = 4 (k_bkg = 12) would put "background" inside such actions.
+    t = cfg.data.num_segments
+    assert t // cfg.model.r_bkg <= 0.1 * t and t // cfg.model.r_act <= 0.1 * t
+    assert t // cfg.model.r_bkg >= 3                     # still an average over a few segments
+
+
+def test_activitynet_settings_are_explicit_not_inherited():
+    """Every model, loss, localisation and evaluation field is assigned in the ActivityNet
+    helper, none inherited silently from THUMOS'14 (issue 10)."""
+    import inspect
+    from wtal_jax import config_activitynet
+    source = inspect.getsource(config_activitynet.activitynet_config)
+    defaults = config.default_config()
+    sections = {'model': 'm', 'loss': 'l', 'localize': 'z', 'eval': 'e'}
+    for section, var in sections.items():
+        for field in defaults[section]:
+            if (section, field) == ('eval', 'chunk_segments'):
+                continue  # a memory knob of the packer, not a setting of the method
+            assert re.search(rf'^\s*{var}\.{field} = ', source, re.M), f'{section}.{field}'
+    for field in ('r_act', 'r_bkg', 'alpha', 'beta', 'margin', 'theta_vid', 'nms_iou',
+                  'score_thresholds', 'magnitude_thresholds', 'p_act_weight', 'outer_ratio'):
+        lines = source.splitlines()
+        at = next(i for i, l in enumerate(lines) if re.search(rf'\.{field} = ', l))
+        start = at
+        while lines[start - 1].strip().startswith('#'):   # the comment lines just above
+            start -= 1
+        assert 'UNVERIFIED' in '\n'.join(lines[start:at + 1]), field   # not stated in the paper
+
+
+def test_activitynet_configs_share_one_helper():
+    """activitynet13.py imports the shared settings; it does not exec another config file."""
+    for name in ('activitynet12.py', 'activitynet13.py'):
+        with open(os.path.join(CONFIGS, name)) as f:
+            text = f.read()
+        assert 'from wtal_jax.config_activitynet import activitynet_config' in text
+        assert 'exec_module' not in text and 'importlib' not in text
+    a, b = (config.load_config(os.path.join(CONFIGS, n))
+            for n in ('activitynet12.py', 'activitynet13.py'))
+    assert config.to_dict(a) == config.to_dict(b)

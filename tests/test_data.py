@@ -65,7 +65,8 @@ def assert_one_line_error(call, *fragments):
 def test_data_modules_do_not_import_jax():
     """The host-side data code stays NumPy only: quick to import, usable by any framework."""
     code = ('import sys; import wtal_jax.data.dataset, wtal_jax.data.sampling, wtal_jax.data.pipeline, '
-            'wtal_jax.data.synthetic; print(sorted(m for m in sys.modules if m.split(".")[0] in '
+            'wtal_jax.data.synthetic, wtal_jax.data.synthetic_activitynet, wtal_jax.data.prepare; '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in '
             '("jax", "jaxlib", "flax", "torch")))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]'

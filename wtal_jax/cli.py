@@ -106,6 +106,18 @@ def cmd_detect(args, overrides) -> int:
     return 0
 
 
+def cmd_prepare(args, overrides) -> int:
+    """A public release (annotations + features) into the layout ``train`` reads."""
+    from wtal_jax.data import prepare
+    if overrides:
+        raise UserError(f'prepare takes no config overrides: {" ".join(overrides)}')
+    summary = prepare.prepare(args.dataset, annotations=args.annotations, features=args.features,
+                              out=args.out, subsets=args.subsets, force=args.force,
+                              trust_pickle=args.trust_pickle)
+    print(prepare.format_summary(summary))
+    return 0
+
+
 # Modules that register their own subcommands with ``add_parser(subparsers)``; each subparser
 # sets ``func(args, overrides) -> exit status``. Imported lazily so optional extras (torch,
 # matplotlib) are imported only by the commands that need them.
@@ -147,6 +159,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('features', nargs='+',
                    help='per video: one .npy of (n, D), or RGB.npy,FLOW.npy joined by a comma')
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser('prepare', help='turn a public release (official annotations + per-video '
+                                       'features) into the layout train reads')
+    p.add_argument('dataset', choices=('thumos14', 'activitynet'))
+    p.add_argument('--annotations', nargs='+', required=True,
+                   help='the official annotation file (activity_net.v1-3.min.json, gt.json); for '
+                        "thumos14 also the per-class CLASS_val.txt/CLASS_test.txt files or their "
+                        'folders; for a W-TALC single-file release its -Annotations folder')
+    p.add_argument('--features', required=True,
+                   help='folder of per-video .npy files (VIDEO.npy or v_VIDEO.npy; joint [rgb, '
+                        'flow] or per stream: _rgb/_flow suffix or rgb/flow folders), or the '
+                        'W-TALC single file (needs --trust-pickle)')
+    p.add_argument('--out', required=True,
+                   help='folder to write: gt.json, split_SUBSET.txt, features/SUBSET/{rgb,flow}/ '
+                        '(symlinks), missing_features.txt')
+    p.add_argument('--subsets', nargs='+',
+                   help='annotation subsets to prepare (default: train test for thumos14, whose '
+                        'validation videos become train; training validation for activitynet)')
+    p.add_argument('--force', action='store_true',
+                   help='replace what an earlier prepare wrote into --out')
+    p.add_argument('--trust-pickle', action='store_true',
+                   help='allow reading a W-TALC single-file release, a pickle that can run code: '
+                        'only for a file from a source you trust')
+    p.set_defaults(func=cmd_prepare)
 
     for name in _COMMAND_MODULES:
         importlib.import_module(f'wtal_jax.{name}').add_parser(sub)

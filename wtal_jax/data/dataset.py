@@ -288,24 +288,44 @@ def read_npy_header(path: str) -> NpyHeader:
     return header
 
 
+def _check_feature_layout(where: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Numbers, 2-D, at least one segment and one value: what a feature array must be."""
+    if dtype.hasobject:
+        raise UserError(f'{where}: an object array (a pickle), expected numbers; pickles are '
+                        'never loaded, they can run code')
+    if dtype.kind not in 'fiu':
+        raise UserError(f'{where}: dtype {dtype}, expected numbers (float32)')
+    if len(shape) != 2:
+        raise UserError(f'{where}: array of shape {shape}, expected (num_segments, size)')
+    if shape[0] == 0:
+        raise UserError(f'{where}: zero segments')
+    if shape[1] == 0:
+        raise UserError(f'{where}: zero values per segment')
+
+
 def check_feature_header(path: str) -> NpyHeader:
     """The header of a feature file, checked to be (n, D) numbers with n >= 1, D >= 1.
 
     Reads only the header, so it is cheap enough for every file of a large data set.
     """
     header = read_npy_header(path)
-    if header.dtype.hasobject:
-        raise UserError(f'{path}: an object array (a pickle), expected numbers; pickles are '
-                        'never loaded, they can run code')
-    if header.dtype.kind not in 'fiu':
-        raise UserError(f'{path}: dtype {header.dtype}, expected numbers (float32)')
-    if len(header.shape) != 2:
-        raise UserError(f'{path}: array of shape {header.shape}, expected (num_segments, size)')
-    if header.shape[0] == 0:
-        raise UserError(f'{path}: zero segments')
-    if header.shape[1] == 0:
-        raise UserError(f'{path}: zero values per segment')
+    _check_feature_layout(path, header.dtype, header.shape)
     return header
+
+
+def check_feature_array(array: np.ndarray, where: str) -> np.ndarray:
+    """A loaded feature array as (n, D) float32, checked: numbers, n >= 1, only finite values.
+
+    Any numeric dtype is accepted (float16 releases included). ``where`` names the array in
+    messages (a file, or a video of a file).
+    """
+    _check_feature_layout(where, array.dtype, array.shape)
+    array = array.astype(np.float32, copy=False)
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        raise UserError(f'{where}: NaN or Inf at segment {first} of {array.shape[0]}')
+    return array
 
 
 def load_feature_array(path: str) -> np.ndarray:
@@ -321,12 +341,7 @@ def load_feature_array(path: str) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise UserError(f'{path}: not a readable .npy array ({_one_line(e)})') from None
-    array = array.astype(np.float32, copy=False)
-    finite = np.isfinite(array).all(axis=1)
-    if not finite.all():
-        first = int(np.flatnonzero(~finite)[0])
-        raise UserError(f'{path}: NaN or Inf at segment {first} of {array.shape[0]}')
-    return array
+    return check_feature_array(array, path)
 
 
 def _combine_streams(paths: Sequence[str], arrays: Sequence[np.ndarray], feature_dim: int | None,
