@@ -105,6 +105,7 @@ def anet_prepared(tmp_path_factory):
     proc = run_cli('prepare', 'activitynet', '--annotations', source['annotation_file'],
                    '--features', source['features'], '--out', out)
     assert_ok(proc)
+    assert 'features: 100%' in proc.stderr  # the progress bar (no --quiet)
     assert snapshot(str(base / 'release')) == before  # the release is not touched
     return source, out, proc.stdout
 
@@ -395,7 +396,7 @@ def test_wtalc_release_is_refused_without_trust_pickle(tmp_path, monkeypatch):
     features, annotations = write_wtalc(str(tmp_path), wtalc_videos(np.random.default_rng(0)))
     before = snapshot(str(tmp_path))
     proc = run_cli('prepare', 'thumos14', '--annotations', annotations, '--features', features,
-                   '--out', str(tmp_path / 'out'))
+                   '--out', str(tmp_path / 'out'), '--quiet')
     assert_one_line_error(proc, features, 'pickle', 'can run code', '--trust-pickle')
     assert not os.path.exists(tmp_path / 'out') and snapshot(str(tmp_path)) == before
 
@@ -532,7 +533,7 @@ def release(tmp_path):
 
 def prepare_cli(ann, features, out, *extra):
     return run_cli('prepare', 'activitynet', '--annotations', ann, '--features', features,
-                   '--out', out, *extra)
+                   '--out', out, '--quiet', *extra)
 
 
 def test_out_is_refused_unless_empty_or_an_earlier_prepare_with_force(release, tmp_path):

@@ -113,7 +113,7 @@ def cmd_prepare(args, overrides) -> int:
         raise UserError(f'prepare takes no config overrides: {" ".join(overrides)}')
     summary = prepare.prepare(args.dataset, annotations=args.annotations, features=args.features,
                               out=args.out, subsets=args.subsets, force=args.force,
-                              trust_pickle=args.trust_pickle)
+                              trust_pickle=args.trust_pickle, progress=not args.quiet)
     print(prepare.format_summary(summary))
     return 0
 
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--trust-pickle', action='store_true',
                    help='allow reading a W-TALC single-file release, a pickle that can run code: '
                         'only for a file from a source you trust')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(func=cmd_prepare)
 
     for name in _COMMAND_MODULES:
