@@ -71,7 +71,7 @@ def subcommands() -> dict:
 
 def test_every_subcommand_is_built_by_the_cli():
     assert set(subcommands()) == {'train', 'evaluate', 'map', 'detect', 'bench', 'convert-torch',
-                                  'export-torch', 'plot', 'ablate'}
+                                  'export-torch', 'plot', 'ablate', 'prepare'}
 
 
 @pytest.mark.parametrize('name', sorted(subcommands()))
@@ -290,7 +290,8 @@ def _empty_split(root):
 
 # name -> (how to break a copy of the data set, extra arguments, words the message names)
 BAD_TRAIN_INPUTS = {
-    'missing_feature_file': (_missing_feature, [], ['feature file not found', '.npy']),
+    'missing_feature_file': (_missing_feature, [], ['1 of 20 videos have no feature files',
+                                                    'data.missing=skip']),
     'rgb_flow_length_mismatch': (_length_mismatch, [], ['streams differ in length']),
     'wrong_feature_size': (_wrong_size, [], ['15 values per segment', 'feature_dim 16']),
     'nan_in_features': (_nan_features, [], ['NaN or Inf at segment 3']),

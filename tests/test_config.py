@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import ml_collections
 import numpy as np
@@ -61,6 +62,98 @@ def test_tuple_overrides():
                                  '--config.data.class_names=A,B,C'])
     assert cfg.optim.lr_list == (0.001, 0.0005)
     assert cfg.data.class_names == ('A', 'B', 'C')
+
+
+@pytest.mark.parametrize('key,text,expected', [
+    # Hand-computed: START, START + STEP, ... up to and including STOP.
+    ('eval.tiou_thresholds', '0.5:0.95:0.05',
+     (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)),
+    ('eval.tiou_thresholds', '0.1:0.7:0.1', (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
+    ('localize.magnitude_thresholds', '0.4:0.5:0.025', (0.4, 0.425, 0.45, 0.475, 0.5)),
+    ('localize.score_thresholds', '0.3:0.3:0.1', (0.3,)),
+])
+def test_range_overrides_for_float_tuples(key, text, expected):
+    cfg = locked_default()
+    config.apply_overrides(cfg, [f'--config.{key}={text}'])
+    section, field = key.split('.')
+    assert cfg[section][field] == pytest.approx(expected, abs=1e-12)
+    assert len(cfg[section][field]) == len(expected)
+    assert all(type(v) is float for v in cfg[section][field])
+
+
+def test_range_overrides_parse_as_the_map_command_does():
+    """One parser for ranges: the override gives exactly what ``wtal-jax map`` evaluates at."""
+    from wtal_jax.postprocess.evaluation import parse_tiou_thresholds
+    cfg = locked_default()
+    config.apply_overrides(cfg, ['--config.eval.tiou_thresholds=0.5:0.95:0.05'])
+    assert cfg.eval.tiou_thresholds == tuple(parse_tiou_thresholds('0.5:0.95:0.05').tolist())
+
+
+@pytest.mark.parametrize('text,words', [
+    ('0.5:0.95', ['START:STOP:STEP']),
+    ('0.5:0.4:0.1', ['STEP > 0', 'START <= STOP']),
+    ('0.5:x:0.1', ["'x'", 'not a number']),
+    ('0.5:1.5:0.5', ['1.5', '[0, 1]']),
+])
+def test_bad_range_overrides(text, words):
+    cfg = locked_default()
+    with pytest.raises(UserError) as info:
+        config.apply_overrides(cfg, [f'--config.eval.tiou_thresholds={text}'])
+    message = str(info.value)
+    assert '\n' not in message and message.startswith(f'--config.eval.tiou_thresholds={text}: ')
+    for word in words:
+        assert word in message
+    assert cfg.eval.tiou_thresholds == locked_default().eval.tiou_thresholds  # unchanged
+
+
+def test_json_lists_for_string_tuples():
+    cfg = locked_default()
+    config.apply_overrides(cfg, ['--config.data.class_names=["Rock, paper, scissors", '
+                                 '"Knitting", "Tai chi"]'])
+    assert cfg.data.class_names == ('Rock, paper, scissors', 'Knitting', 'Tai chi')
+    # The empty default of the ActivityNet configs takes the same form.
+    anet = config.load_config(os.path.join(CONFIGS, 'activitynet13.py'),
+                              ['--config.data.class_names=["Rock, paper, scissors", "Knitting"]'])
+    assert anet.data.class_names == ('Rock, paper, scissors', 'Knitting')
+    # A comma list without spaces after its commas is not ambiguous: kept working.
+    config.apply_overrides(cfg, ['--config.data.class_names=Tai chi,Knitting'])
+    assert cfg.data.class_names == ('Tai chi', 'Knitting')
+
+
+@pytest.mark.parametrize('text,suggested', [
+    ('Rock, paper, scissors,Knitting', '\'["Rock", "paper", "scissors", "Knitting"]\''),
+    ('A, B', '\'["A", "B"]\''),
+    ('"Rock, paper",B', '\'["Rock", "paper", "B"]\''),
+    ("it's,B", '\'["it\'s", "B"]\''),
+])
+def test_ambiguous_string_lists_ask_for_json(text, suggested):
+    cfg = locked_default()
+    with pytest.raises(UserError) as info:
+        config.apply_overrides(cfg, [f'--config.data.class_names={text}'])
+    message = str(info.value)
+    assert '\n' not in message and 'ambiguous' in message and 'JSON list' in message
+    assert f'--config.data.class_names={suggested}' in message
+    assert list(cfg.data.class_names) == SPEC_THUMOS14_CLASSES   # unchanged
+
+
+@pytest.mark.parametrize('text,words', [
+    ('["A", 1]', ['expected a list of strings', '1']),
+    ('[["A"], "B"]', ['strings or numbers', '["A"]']),
+    ('{"A": 1}', ['ambiguous']),
+])
+def test_bad_json_lists(text, words):
+    cfg = locked_default()
+    with pytest.raises(UserError) as info:
+        config.apply_overrides(cfg, [f'--config.data.class_names={text}'])
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_missing_policy_field():
+    cfg = locked_default()
+    assert cfg.data.missing == 'error'
+    config.apply_overrides(cfg, ['--config.data.missing=skip'])
+    assert cfg.data.missing == 'skip'
 
 
 def test_later_overrides_win_and_values_may_contain_equals():
@@ -183,6 +276,16 @@ def test_activitynet_configs(name):
     assert cfg.data.train.subset == 'training' and cfg.data.test.subset == 'validation'
     assert cfg.data.use_duration and cfg.localize.use_duration
     assert cfg.data.class_names == ()           # 100 / 200 classes, read from the annotations
+    # The layout `wtal-jax prepare activitynet` writes.
+    assert (cfg.data.train.split_file, cfg.data.train.feature_dir) == (
+        'split_training.txt', 'features/training')
+    assert (cfg.data.test.split_file, cfg.data.test.feature_dir) == (
+        'split_validation.txt', 'features/validation')
+    # At T = 50 the pseudo segments must fit videos whose action covers up to 90% of them:
+    # THUMOS'14's r_bkg = 4 (k_bkg = 12) would put "background" inside such actions.
+    t = cfg.data.num_segments
+    assert t // cfg.model.r_bkg <= 0.1 * t and t // cfg.model.r_act <= 0.1 * t
+    assert t // cfg.model.r_bkg >= 3                     # still an average over a few segments
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,3 +441,37 @@ def test_the_cli_refuses_a_tampered_run_config(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert 'train.log_every_steps=0 (must be an integer >= 1)' in err
+
+def test_activitynet_settings_are_explicit_not_inherited():
+    """Every model, loss, localisation and evaluation field is assigned in the ActivityNet
+    helper, none inherited silently from THUMOS'14 (issue 10)."""
+    import inspect
+    from wtal_jax import config_activitynet
+    source = inspect.getsource(config_activitynet.activitynet_config)
+    defaults = config.default_config()
+    sections = {'model': 'm', 'loss': 'l', 'localize': 'z', 'eval': 'e'}
+    for section, var in sections.items():
+        for field in defaults[section]:
+            if (section, field) == ('eval', 'chunk_segments'):
+                continue  # a memory knob of the packer, not a setting of the method
+            assert re.search(rf'^\s*{var}\.{field} = ', source, re.M), f'{section}.{field}'
+    for field in ('r_act', 'r_bkg', 'alpha', 'beta', 'margin', 'theta_vid', 'nms_iou',
+                  'score_thresholds', 'magnitude_thresholds', 'p_act_weight', 'outer_ratio'):
+        lines = source.splitlines()
+        at = next(i for i, l in enumerate(lines) if re.search(rf'\.{field} = ', l))
+        start = at
+        while lines[start - 1].strip().startswith('#'):   # the comment lines just above
+            start -= 1
+        assert 'UNVERIFIED' in '\n'.join(lines[start:at + 1]), field   # not stated in the paper
+
+
+def test_activitynet_configs_share_one_helper():
+    """activitynet13.py imports the shared settings; it does not exec another config file."""
+    for name in ('activitynet12.py', 'activitynet13.py'):
+        with open(os.path.join(CONFIGS, name)) as f:
+            text = f.read()
+        assert 'from wtal_jax.config_activitynet import activitynet_config' in text
+        assert 'exec_module' not in text and 'importlib' not in text
+    a, b = (config.load_config(os.path.join(CONFIGS, n))
+            for n in ('activitynet12.py', 'activitynet13.py'))
+    assert config.to_dict(a) == config.to_dict(b)

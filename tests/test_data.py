@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wtal_jax import config
-from wtal_jax.data import annotations, dataset
+from wtal_jax.data import annotations as annotations_lib, dataset
 from wtal_jax.errors import UserError
 
 CLASSES = ('Jump', 'Run', 'Swim')
@@ -66,7 +66,8 @@ def assert_one_line_error(call, *fragments):
 def test_data_modules_do_not_import_jax():
     """The host-side data code stays NumPy only: quick to import, usable by any framework."""
     code = ('import sys; import wtal_jax.data.dataset, wtal_jax.data.sampling, wtal_jax.data.pipeline, '
-            'wtal_jax.data.synthetic; print(sorted(m for m in sys.modules if m.split(".")[0] in '
+            'wtal_jax.data.synthetic, wtal_jax.data.synthetic_activitynet, wtal_jax.data.prepare; '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in '
             '("jax", "jaxlib", "flax", "torch")))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]'
@@ -82,14 +83,13 @@ def test_thumos14_classes_are_the_spec_order():
             'CricketShot, Diving, FrisbeeCatch, GolfSwing, HammerThrow, HighJump, JavelinThrow, '
             'LongJump, PoleVault, Shotput, SoccerPenalty, TennisSwing, ThrowDiscus, '
             'VolleyballSpiking').split(', ')
-    assert annotations.THUMOS14_CLASSES == tuple(spec)
+    assert annotations_lib.THUMOS14_CLASSES == tuple(spec)
     # One constant: the config and the data modules hold the same object.
-    assert config.THUMOS14_CLASSES is annotations.THUMOS14_CLASSES
-    assert dataset.THUMOS14_CLASSES is annotations.THUMOS14_CLASSES
+    assert config.THUMOS14_CLASSES is annotations_lib.THUMOS14_CLASSES
 
 
 def test_real_thumos14_annotations(thumos14_dir):
-    annotations = dataset.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
+    annotations = annotations_lib.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
     assert len(annotations) == 410
     subsets = [a.subset for a in annotations.values()]
     assert subsets.count('test') == 210
@@ -98,15 +98,15 @@ def test_real_thumos14_annotations(thumos14_dir):
     np.testing.assert_allclose(first.segments[0], [18.6, 24.8])  # written as strings
     assert first.labels[0] == 'HighJump'
     for subset in sorted(set(subsets)):
-        names = dataset.class_names_from(annotations, [subset], ())
-        assert names == dataset.THUMOS14_CLASSES
+        names = annotations_lib.class_names_from(annotations, [subset], ())
+        assert names == annotations_lib.THUMOS14_CLASSES
 
 
 def test_real_thumos14_split_with_clipping(thumos14_dir, tmp_path):
     """Real annotations, fake features of each video's true length: clipped ends are counted."""
     with open(os.path.join(thumos14_dir, 'durations.json')) as f:
         durations = json.load(f)
-    annotations = dataset.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
+    annotations = annotations_lib.load_annotations(os.path.join(thumos14_dir, 'gt.json'))
     with open(os.path.join(thumos14_dir, 'split_test.txt')) as f:
         names = f.read().split()[:12]
     lengths = {name: int(durations[name]['duration'] * 25 / 16) for name in names}
@@ -118,7 +118,7 @@ def test_real_thumos14_split_with_clipping(thumos14_dir, tmp_path):
     (tmp_path / 'split.txt').write_text('\n'.join(names))
     split = dataset.load_split(str(tmp_path), annotation_file=os.path.join(thumos14_dir, 'gt.json'),
                             split_file='split.txt', feature_dir='f', subset='test', modality='all',
-                            class_names=dataset.THUMOS14_CLASSES, feature_dim=8)
+                            class_names=annotations_lib.THUMOS14_CLASSES, feature_dim=8)
     expected_clipped = 0
     for v, name in enumerate(names):
         end = lengths[name] * 16 / 25
@@ -136,7 +136,7 @@ def test_annotations_accept_numbers_and_strings(tmp_path):
             {'segment': [1, '2.5'], 'label': 'Run'}, {'segment': [3.0, 3.0], 'label': 'Jump'}]},
         'b': {'subset': 'test', 'annotations': []},
         'c': {'subset': 'test'}}})
-    annotations = dataset.load_annotations(path)
+    annotations = annotations_lib.load_annotations(path)
     assert list(annotations) == ['a', 'b', 'c']
     np.testing.assert_array_equal(annotations['a'].segments, [[1.0, 2.5], [3.0, 3.0]])
     assert annotations['a'].segments.dtype == np.float64
@@ -147,13 +147,13 @@ def test_annotations_accept_numbers_and_strings(tmp_path):
 
 def test_class_names_from():
     annotations = {
-        'a': dataset.VideoAnnotation('train', None, np.zeros((2, 2)), ('Swim', 'Jump')),
-        'b': dataset.VideoAnnotation('test', None, np.zeros((1, 2)), ('Zzz',))}
-    assert dataset.class_names_from(annotations, ['train'], ()) == ('Jump', 'Swim')
-    assert dataset.class_names_from(annotations, ['train', 'test'], ()) == ('Jump', 'Swim', 'Zzz')
-    assert dataset.class_names_from(annotations, ['train'], ['B', 'A']) == ('B', 'A')
-    assert_one_line_error(lambda: dataset.class_names_from(annotations, ['nope'], ()), 'nope')
-    assert_one_line_error(lambda: dataset.class_names_from(annotations, [], ['A', 'A']), 'A')
+        'a': annotations_lib.VideoAnnotation('train', None, np.zeros((2, 2)), ('Swim', 'Jump')),
+        'b': annotations_lib.VideoAnnotation('test', None, np.zeros((1, 2)), ('Zzz',))}
+    assert annotations_lib.class_names_from(annotations, ['train'], ()) == ('Jump', 'Swim')
+    assert annotations_lib.class_names_from(annotations, ['train', 'test'], ()) == ('Jump', 'Swim', 'Zzz')
+    assert annotations_lib.class_names_from(annotations, ['train'], ['B', 'A']) == ('B', 'A')
+    assert_one_line_error(lambda: annotations_lib.class_names_from(annotations, ['nope'], ()), 'nope')
+    assert_one_line_error(lambda: annotations_lib.class_names_from(annotations, [], ['A', 'A']), 'A')
 
 
 @pytest.mark.parametrize('content,fragments', [
@@ -180,7 +180,7 @@ def test_bad_annotation_files(tmp_path, content, fragments):
     path = tmp_path / 'gt.json'
     if content is not None:
         path.write_text(content)
-    assert_one_line_error(lambda: dataset.load_annotations(str(path)), str(path), *fragments)
+    assert_one_line_error(lambda: annotations_lib.load_annotations(str(path)), str(path), *fragments)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,15 +301,55 @@ class TestLoadSplitErrors:
     def test_missing_feature_file(self, tmp_path):
         kwargs = self.setup(tmp_path)
         os.unlink(feature_path(tmp_path, 'v1', 'flow'))
-        assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v1', 'flow'),
-                              'not found')
+        assert_one_line_error(self.load(tmp_path, kwargs), 'split_train.txt', '1 of 2 videos',
+                              '(v1)', 'data.missing=skip')
 
     def test_pickled_object_array(self, tmp_path):
         kwargs = self.setup(tmp_path)
         np.save(feature_path(tmp_path, 'v0'), np.array([{'x': 1}, None], dtype=object),
                 allow_pickle=True)
         assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'),
-                              'not a readable .npy', 'Object arrays')
+                              'object array', 'never loaded')
+
+    def test_pickle_is_refused_before_it_is_loaded(self, tmp_path, monkeypatch):
+        """The header alone decides: np.load is never reached for an object array."""
+        kwargs = self.setup(tmp_path)
+        np.save(feature_path(tmp_path, 'v0'), np.array([1, None], dtype=object), allow_pickle=True)
+        monkeypatch.setattr(np, 'load', lambda *a, **k: pytest.fail('np.load was called'))
+        assert_one_line_error(self.load(tmp_path, kwargs), 'object array')
+
+    @pytest.mark.parametrize('shape,size', [((2 ** 32, 2 ** 12), '64.0 TiB'),
+                                            ((46 * 2 ** 40 // 4, 1), '46.0 TiB'),
+                                            ((11, 3), '132 bytes')])
+    def test_header_claiming_more_than_the_file_holds(self, tmp_path, shape, size):
+        """A forged or truncated header is one line, not a MemoryError (issue 11 item 7)."""
+        kwargs = self.setup(tmp_path)
+        path = feature_path(tmp_path, 'v0')
+        with open(path, 'wb') as f:   # a real header, with the real 10 x 3 float32 data after it
+            np.lib.format.write_array_header_1_0(
+                f, {'descr': '<f4', 'fortran_order': False, 'shape': shape})
+            f.write(np.ones((10, 3), np.float32).tobytes())
+        message = assert_one_line_error(self.load(tmp_path, kwargs), path, 'not a readable .npy',
+                                        str(shape), size, '120 bytes')
+        assert 'MemoryError' not in message
+
+    def test_header_version_2(self, tmp_path):
+        kwargs = self.setup(tmp_path)
+        path = feature_path(tmp_path, 'v0')
+        with open(path, 'wb') as f:
+            np.lib.format.write_array(f, np.full((10, 3), 7, np.float32), version=(2, 0))
+        assert dataset.load_split(str(tmp_path), **kwargs).features[0][0, 0] == 7
+
+    @pytest.mark.parametrize('video', ['../v0', '/etc/v0', 'a/../../v0', '..', '.', 'sub\\v0',
+                                       'v\x000'])
+    def test_video_ids_that_leave_the_feature_folder(self, tmp_path, video):
+        """Split-file ids are joined into paths: none may leave the folder (issue 11 item 5)."""
+        kwargs = self.setup(tmp_path)
+        outside = tmp_path / 'v0.npy'     # a readable file outside the feature folder
+        np.save(outside, np.ones((10, 3), np.float32))
+        (tmp_path / 'split_train.txt').write_text(f'v0\n{video}\n')
+        assert_one_line_error(self.load(tmp_path, kwargs), 'split_train.txt', repr(video),
+                              'not a plain file name')
 
     def test_plain_pickle(self, tmp_path):
         import pickle
@@ -387,6 +427,78 @@ class TestLoadSplitErrors:
             np.save(feature_path(tmp_path, 'v0', stream), np.ones((0, 3), np.float32))
         assert_one_line_error(self.load(tmp_path, kwargs), feature_path(tmp_path, 'v0'),
                               'zero segments')
+
+
+def test_missing_features_error_counts_all_and_names_the_first(tmp_path):
+    videos = {f'v{i}': [(0, 1, 'Run')] for i in range(9)}
+    kwargs = make_dataset(tmp_path, videos)
+    for i in (1, 3, 4, 6, 7, 8):  # six missing: the message counts six and names five
+        os.unlink(feature_path(tmp_path, f'v{i}', 'rgb' if i % 2 else 'flow'))
+    assert_one_line_error(lambda: dataset.load_split(str(tmp_path), **kwargs),
+                          'split_train.txt', '6 of 9 videos', 'v1, v3, v4, v6, v7, ...',
+                          os.path.join(str(tmp_path), 'features/train'))
+
+
+def test_missing_features_skipped(tmp_path):
+    videos = {'v0': [(0, 1, 'Run')], 'v1': [(2, 3, 'Swim')], 'v2': [(1, 2, 'Jump')],
+              'v3': [(0, 5, 'Run')]}
+    kwargs = make_dataset(tmp_path, videos, lengths={'v2': 7})
+    os.unlink(feature_path(tmp_path, 'v1', 'flow'))
+    os.unlink(feature_path(tmp_path, 'v3', 'rgb'))
+    os.unlink(feature_path(tmp_path, 'v3', 'flow'))
+    split = dataset.load_split(str(tmp_path), **kwargs, missing='skip')
+    assert split.names == ('v0', 'v2') and split.missing == ('v1', 'v3')
+    np.testing.assert_array_equal(split.labels, [[0, 1, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(split.num_segments, [10, 7])
+    assert len(split.features) == len(split.gt) == len(split.durations) == 2
+    np.testing.assert_array_equal(split.features[1][0], [20, 20, 20, 21, 21, 21])  # v2's own
+    # The one-stream modality needs only its own stream.
+    rgb = dataset.load_split(str(tmp_path), **{**kwargs, 'modality': 'rgb', 'feature_dim': 3},
+                             missing='skip')
+    assert rgb.names == ('v0', 'v1', 'v2') and rgb.missing == ('v3',)
+    # Only an absent file is skipped: a present but broken one is still an error.
+    np.save(feature_path(tmp_path, 'v2'), np.ones((7, 3), object), allow_pickle=True)
+    assert_one_line_error(lambda: dataset.load_split(str(tmp_path), **kwargs, missing='skip'),
+                          feature_path(tmp_path, 'v2'), 'object array')
+
+
+def test_missing_everything_or_an_unknown_policy(tmp_path):
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')], 'v1': [(0, 1, 'Run')]})
+    for v in ('v0', 'v1'):
+        os.unlink(feature_path(tmp_path, v))
+    assert_one_line_error(lambda: dataset.load_split(str(tmp_path), **kwargs, missing='skip'),
+                          'none of its 2 videos')
+    assert_one_line_error(lambda: dataset.load_split(str(tmp_path), **kwargs, missing='ignore'),
+                          "'ignore'", 'error, skip')
+
+
+def test_complete_split_has_no_missing(tmp_path):
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')]})
+    assert dataset.load_split(str(tmp_path), **kwargs, missing='skip').missing == ()
+    assert dataset.load_split(str(tmp_path), **kwargs).missing == ()
+
+
+def test_float16_features_are_read_as_float32(tmp_path):
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')]})
+    values = np.array([[0.1, 65504.0, -2.5]] * 10, np.float16)
+    np.save(feature_path(tmp_path, 'v0'), values)
+    array = dataset.load_feature_array(feature_path(tmp_path, 'v0'))
+    assert array.dtype == np.float32
+    np.testing.assert_array_equal(array, values.astype(np.float32))  # exact: float16 ⊂ float32
+    split = dataset.load_split(str(tmp_path), **kwargs)
+    assert split.features[0].dtype == np.float32
+    np.testing.assert_array_equal(split.features[0][:, :3], values.astype(np.float32))
+
+
+def test_read_npy_header(tmp_path):
+    path = str(tmp_path / 'a.npy')
+    np.save(path, np.zeros((5, 4), np.float16))
+    header = dataset.read_npy_header(path)
+    assert header.shape == (5, 4) and header.dtype == np.float16
+    assert header.data_bytes == header.declared_bytes == 5 * 4 * 2
+    assert dataset.check_feature_header(path) == header
+    np.save(path, np.zeros((5, 0), np.float32))
+    assert_one_line_error(lambda: dataset.check_feature_header(path), 'zero values per segment')
 
 
 def test_other_numeric_dtypes_become_float32(tmp_path):

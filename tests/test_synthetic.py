@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from wtal_jax.data import dataset, synthetic
+from wtal_jax.data import annotations as annotations_lib, dataset, synthetic
 from wtal_jax.errors import UserError
 
 SMALL = dict(num_classes=3, num_train=12, num_test=6, feature_dim=8, min_segments=20,
@@ -43,9 +43,9 @@ def test_layout_and_formats(small):
     # Bounds are strings in seconds, like the real THUMOS'14 file.
     assert all(isinstance(b, str) for item in first['annotations'] for b in item['segment'])
 
-    annotations = dataset.load_annotations(os.path.join(root, 'gt.json'))
+    annotations = annotations_lib.load_annotations(os.path.join(root, 'gt.json'))
     assert len(annotations) == 18
-    assert dataset.class_names_from(annotations, [synthetic.TRAIN_SUBSET], ()) == names
+    assert annotations_lib.class_names_from(annotations, [synthetic.TRAIN_SUBSET], ()) == names
 
     train, test = load(root, 'train', names), load(root, 'test', names)
     assert len(train) == 12 and len(test) == 6
@@ -61,7 +61,7 @@ def test_layout_and_formats(small):
 def test_features_non_negative_and_labels_match_annotations(small):
     root, params = small
     names = tuple(params['class_names'])
-    annotations = dataset.load_annotations(os.path.join(root, 'gt.json'))
+    annotations = annotations_lib.load_annotations(os.path.join(root, 'gt.json'))
     for split in ('train', 'test'):
         loaded = load(root, split, names)
         for v, video in enumerate(loaded.names):
@@ -153,7 +153,7 @@ def test_parameter_checks(tmp_path):
     params = synthetic.generate(str(tmp_path / 'named'), **{
         **small, 'num_train': 2, 'num_test': 1, 'class_names': ['Jump', 'Run']})
     assert params['num_classes'] == 2
-    annotations = dataset.load_annotations(str(tmp_path / 'named' / 'gt.json'))
+    annotations = annotations_lib.load_annotations(str(tmp_path / 'named' / 'gt.json'))
     assert {label for a in annotations.values() for label in a.labels} <= {'Jump', 'Run'}
 
 

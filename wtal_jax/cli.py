@@ -192,6 +192,17 @@ def cmd_detect(args, overrides) -> int:
     return 0
 
 
+def cmd_prepare(args, overrides) -> int:
+    """A public release (annotations + features) into the layout ``train`` reads."""
+    from wtal_jax.data import prepare
+    _no_overrides('prepare', overrides)
+    summary = prepare.prepare(args.dataset, annotations=args.annotations, features=args.features,
+                              out=args.out, subsets=args.subsets, force=args.force,
+                              trust_pickle=args.trust_pickle, progress=not args.quiet)
+    print(prepare.format_summary(summary))
+    return 0
+
+
 def _add_core_commands(sub) -> None:
     p = _subparser(sub, 'train', 'train (and evaluate) a model; resumes in --workdir')
     _add_config_args(p)
@@ -262,6 +273,33 @@ def _add_core_commands(sub) -> None:
     p.add_argument('features', nargs='+',
                    help='per video: one .npy of (n, D), or RGB.npy,FLOW.npy joined by a comma')
     p.set_defaults(func=cmd_detect)
+
+
+def _add_prepare(sub) -> None:
+    p = _subparser(sub, 'prepare', 'turn a public release (official annotations + per-video '
+                                   'features) into the layout train reads')
+    p.add_argument('dataset', choices=('thumos14', 'activitynet'), help='which benchmark')
+    p.add_argument('--annotations', nargs='+', required=True,
+                   help='the official annotation file (activity_net.v1-3.min.json, gt.json); for '
+                        "thumos14 also the per-class CLASS_val.txt/CLASS_test.txt files or their "
+                        'folders; for a W-TALC single-file release its -Annotations folder')
+    p.add_argument('--features', required=True,
+                   help='folder of per-video .npy files (VIDEO.npy or v_VIDEO.npy; joint [rgb, '
+                        'flow] or per stream: _rgb/_flow suffix or rgb/flow folders), or the '
+                        'W-TALC single file (needs --trust-pickle)')
+    p.add_argument('--out', required=True,
+                   help='folder to write: gt.json, split_SUBSET.txt, features/SUBSET/{rgb,flow}/ '
+                        '(symlinks), missing_features.txt')
+    p.add_argument('--subsets', nargs='+',
+                   help='annotation subsets to prepare (default: train test for thumos14, whose '
+                        'validation videos become train; training validation for activitynet)')
+    p.add_argument('--force', action='store_true',
+                   help='replace what an earlier prepare wrote into --out')
+    p.add_argument('--trust-pickle', action='store_true',
+                   help='allow reading a W-TALC single-file release, a pickle that can run code: '
+                        'only for a file from a source you trust')
+    _add_quiet(p, 'no progress bar')
+    p.set_defaults(func=cmd_prepare)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_torch_commands(sub)
     _add_plot(sub)
     _add_ablate(sub)
+    _add_prepare(sub)
     return parser
 
 

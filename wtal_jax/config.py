@@ -40,6 +40,11 @@ def default_config() -> ml_collections.ConfigDict:
     d.segment_seconds = 16 / 25       # seconds per original segment (16 frames at 25 fps)
     d.use_duration = False            # True: seconds per segment = duration / n (ActivityNet)
     d.selection_fraction = 0.2        # of the training videos, held out to select checkpoints
+    # A video listed in a split file without feature files: 'error' stops with a count of all
+    # such videos; 'skip' leaves them out of training and evaluation inputs and names them in the
+    # log (public ActivityNet releases lack ~3% of the videos); their ground truth still counts
+    # as missed in evaluation, as the official evaluation does.
+    d.missing = 'error'
     d.train = ml_collections.ConfigDict(dict(
         # The THUMOS'14 gt.json marks its 200 validation videos (our training set) 'train'.
         split_file='split_train.txt', feature_dir='features/train', subset='train'))
@@ -242,6 +247,7 @@ RULES = {
     'data.segment_seconds': POSITIVE,
     'data.use_duration': FLAG,
     'data.selection_fraction': real(0, below=1),
+    'data.missing': OneOf(('error', 'skip')),
     'data.train.split_file': Text(nonempty=True),
     'data.train.feature_dir': Text(),
     'data.train.subset': Text(nonempty=True),
@@ -382,8 +388,48 @@ def load_config(path: str, overrides: list[str] = ()) -> ml_collections.ConfigDi
     return cfg
 
 
+def _parse_range(text: str, key: str) -> tuple[float, ...]:
+    """``START:STOP:STEP`` (STOP included) as floats, parsed as ``wtal-jax map`` parses it."""
+    from wtal_jax.postprocess.evaluation import parse_tiou_thresholds  # NumPy only, no JAX
+    try:
+        return tuple(float(v) for v in parse_tiou_thresholds(text))
+    except UserError as e:
+        raise UserError(f'--config.{key}={text}: {e}') from None
+
+
+def _parse_string_list(text: str, key: str) -> list[str]:
+    """A comma list of strings, refused where the commas are ambiguous.
+
+    ``Rock, paper, scissors,Knitting`` could be one class name or three; an item that starts with
+    a space after a comma, or any quote, asks for the JSON form, which says it exactly.
+    """
+    items = text.split(',')
+    if any(q in text for q in '"\'') or any(item.startswith(' ') for item in items[1:]):
+        suggestion = json.dumps([item.strip().strip('"\'') for item in items if item.strip()])
+        raise UserError(f'--config.{key}={text}: ambiguous comma list (a name may itself contain '
+                        f"', ' or quotes); give a JSON list, e.g. --config.{key}='{suggestion}'")
+    return [item for item in items if item.strip()]
+
+
+def _json_list(text: str, key: str) -> list:
+    """A JSON list of scalars (strings, numbers, booleans)."""
+    items = json.loads(text)
+    if not isinstance(items, list):
+        raise ValueError(text)
+    for item in items:
+        if not isinstance(item, (str, int, float, bool)):
+            raise UserError(f'--config.{key}={text}: list items must be strings or numbers, '
+                            f'got {json.dumps(item)}')
+    return items
+
+
 def _parse_value(text: str, current, key: str):
-    """Parses ``text`` as the type of ``current`` (bool, int, float, str, tuple)."""
+    """Parses ``text`` as the type of ``current`` (bool, int, float, str, tuple).
+
+    Tuples take a JSON list (``["Rock, paper, scissors", "Knitting"]``), a comma list
+    (``0.3,0.5,0.7``; refused for strings where ambiguous), or, for float tuples, a range
+    ``START:STOP:STEP`` with STOP included (``0.5:0.95:0.05``).
+    """
     try:
         if isinstance(current, bool):
             if text.lower() in ('1', 'true', 'yes'):
@@ -396,11 +442,23 @@ def _parse_value(text: str, current, key: str):
         if isinstance(current, float):
             return float(text)
         if isinstance(current, (tuple, list)):
-            items = json.loads(text) if text.strip().startswith('[') else [
-                v for v in text.split(',') if v.strip()]
-            if not current:  # an empty tuple gives no element type: keep what JSON says
+            element = current[0] if current else None  # an empty tuple gives no element type
+            if text.strip().startswith('['):
+                items = _json_list(text, key)
+            elif isinstance(element, float) and ':' in text:
+                return _parse_range(text, key)
+            elif isinstance(element, (float, int)) and not isinstance(element, bool):
+                items = [v for v in text.split(',') if v.strip()]
+            else:
+                items = _parse_string_list(text, key)
+            if element is None:  # keep what JSON or the comma list says
                 return tuple(items)
-            return tuple(_parse_value(str(v), current[0], key) for v in items)
+            if isinstance(element, str):
+                for item in items:
+                    if not isinstance(item, str):  # ["A", 1]: a number where names are expected
+                        raise UserError(f'--config.{key}={text}: expected a list of strings, '
+                                        f'got {json.dumps(item)}')
+            return tuple(_parse_value(str(v), element, key) for v in items)
     except (ValueError, json.JSONDecodeError) as e:
         raise UserError(f'--config.{key}={text}: cannot parse as {type(current).__name__}') from e
     return text

@@ -10,27 +10,29 @@ Layout read by :func:`load_split`::
     ROOT/FEATURE_DIR/{rgb,flow}/VIDEO.npy  float32 (num_segments, per-stream size)
 
 Every problem with these files raises :class:`~wtal_jax.errors.UserError` with a one-line message
-that names the file or video and the numbers involved.
+that names the file or video and the numbers involved. Files from users never run code: ``.npy``
+files are read with ``allow_pickle=False`` after their header has been checked against the file
+size, and video ids are plain file names that cannot leave the feature folder.
 """
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-# Re-exported: training code reads annotations and the class list through this module too.
-from wtal_jax.data.annotations import (  # noqa: F401
-    THUMOS14_CLASSES, VideoAnnotation, class_names_from, load_annotations)
-from wtal_jax.data.annotations import checked_class_list as _checked_class_list
-from wtal_jax.data.annotations import one_line as _one_line
+from wtal_jax.data.annotations import (VideoAnnotation, checked_class_list, load_annotations,
+                                       one_line)
 from wtal_jax.errors import UserError
 
 # 16-frame segments of 25 fps video (THUMOS convention, SPEC §1).
 SEGMENT_SECONDS = 16 / 25
 
 MODALITIES = ('rgb', 'flow', 'all')
+# What load_split does with a video of the split file whose feature files do not exist.
+MISSING_POLICIES = ('error', 'skip')
 
 
 class GroundTruth(NamedTuple):
@@ -57,6 +59,9 @@ class Split:
       class_names: C class names; column c of ``labels`` is ``class_names[c]``.
       num_clipped: how many annotations were clipped at the video's end (or start) for ``gt``.
       gt: V :class:`GroundTruth`, instances clipped to the video (for training-time use).
+      missing: videos of the split file left out because their feature files do not exist
+        (``missing='skip'``), in split-file order; their ground truth still counts in
+        evaluation, as missed (the official convention).
     """
     names: tuple[str, ...]
     features: list[np.ndarray]
@@ -66,6 +71,7 @@ class Split:
     class_names: tuple[str, ...]
     num_clipped: int
     gt: tuple[GroundTruth, ...]
+    missing: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.names)
@@ -80,40 +86,128 @@ class Split:
 # Feature files
 
 
-def load_feature_array(path: str) -> np.ndarray:
-    """One validated feature file: (n, D) float32 with n >= 1 and only finite values.
+class NpyHeader(NamedTuple):
+    """What the header of a ``.npy`` file declares, read without loading the data.
 
-    Rejects a missing file, anything that is not a plain numeric ``.npy`` array (pickles, object
-    arrays, ``.npz`` archives, text), non-2-D arrays, zero segments and NaN/Inf.
+    Attributes:
+      shape: the array's shape.
+      dtype: its element type.
+      data_bytes: how many bytes the file holds after the header.
+    """
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data_bytes: int
+
+    @property
+    def declared_bytes(self) -> int:
+        """Bytes the declared array needs (Python ints: no overflow for absurd shapes)."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _size_text(num_bytes: int) -> str:
+    """1536 -> '1.5 KiB': sizes in messages, readable at any scale."""
+    size, unit = float(num_bytes), 'bytes'
+    for larger in ('KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger
+    return f'{num_bytes} bytes' if unit == 'bytes' else f'{size:.1f} {unit}'
+
+
+def read_npy_header(path: str) -> NpyHeader:
+    """Reads and checks the header of the ``.npy`` file at ``path``; never unpickles anything.
+
+    Refuses a missing file, an ``.npz`` archive or other non-``.npy`` file, a damaged header, and
+    a header that declares more bytes than the file holds (a truncated file, or a forged header
+    that would make ``np.load`` try to allocate terabytes).
     """
     if not os.path.isfile(path):
         raise UserError(f'{path}: feature file not found')
     try:
         with open(path, 'rb') as f:
             magic = f.read(6)
+            # Checked first so the message says what the file is, not what NumPy tried next.
+            if magic.startswith(b'PK'):
+                raise UserError(f'{path}: an .npz archive, expected one .npy array')
+            if magic != b'\x93NUMPY':
+                raise UserError(f'{path}: not a readable .npy array (no NumPy header)')
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # 3.0 only differs for structured dtypes with non-Latin-1 names
+                raise UserError(f'{path}: .npy format version {version[0]}.{version[1]}, '
+                                'expected 1.0 or 2.0 (a plain numeric array)')
+            data_bytes = os.fstat(f.fileno()).st_size - f.tell()
     except OSError as e:
-        raise UserError(f'{path}: cannot read ({_one_line(e.strerror)})') from None
-    # Checked first so the message says what the file is, not what np.load tried next.
-    if magic.startswith(b'PK'):
-        raise UserError(f'{path}: an .npz archive, expected one .npy array')
-    if magic != b'\x93NUMPY':
-        raise UserError(f'{path}: not a readable .npy array (no NumPy header)')
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise UserError(f'{path}: not a readable .npy array ({_one_line(e)})') from None
-    if array.dtype.kind not in 'fiu':
-        raise UserError(f'{path}: dtype {array.dtype}, expected numbers (float32)')
-    if array.ndim != 2:
-        raise UserError(f'{path}: array of shape {array.shape}, expected (num_segments, size)')
-    if array.shape[0] == 0:
-        raise UserError(f'{path}: zero segments')
+        raise UserError(f'{path}: cannot read ({one_line(e.strerror)})') from None
+    except (ValueError, EOFError) as e:
+        raise UserError(f'{path}: not a readable .npy array ({one_line(e)})') from None
+    header = NpyHeader(shape=tuple(shape), dtype=dtype, data_bytes=data_bytes)
+    # An object array holds pickles; its data size says nothing, and it is refused anyway.
+    if not dtype.hasobject and header.declared_bytes > data_bytes:
+        raise UserError(f'{path}: not a readable .npy array (the header declares {shape} '
+                        f'{dtype}, {_size_text(header.declared_bytes)}, but the file holds '
+                        f'{_size_text(data_bytes)} of data)')
+    return header
+
+
+def _check_feature_layout(where: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Numbers, 2-D, at least one segment and one value: what a feature array must be."""
+    if dtype.hasobject:
+        raise UserError(f'{where}: an object array (a pickle), expected numbers; pickles are '
+                        'never loaded, they can run code')
+    if dtype.kind not in 'fiu':
+        raise UserError(f'{where}: dtype {dtype}, expected numbers (float32)')
+    if len(shape) != 2:
+        raise UserError(f'{where}: array of shape {shape}, expected (num_segments, size)')
+    if shape[0] == 0:
+        raise UserError(f'{where}: zero segments')
+    if shape[1] == 0:
+        raise UserError(f'{where}: zero values per segment')
+
+
+def check_feature_header(path: str) -> NpyHeader:
+    """The header of a feature file, checked to be (n, D) numbers with n >= 1, D >= 1.
+
+    Reads only the header, so it is cheap enough for every file of a large data set.
+    """
+    header = read_npy_header(path)
+    _check_feature_layout(path, header.dtype, header.shape)
+    return header
+
+
+def check_feature_array(array: np.ndarray, where: str) -> np.ndarray:
+    """A loaded feature array as (n, D) float32, checked: numbers, n >= 1, only finite values.
+
+    Any numeric dtype is accepted (float16 releases included). ``where`` names the array in
+    messages (a file, or a video of a file).
+    """
+    _check_feature_layout(where, array.dtype, array.shape)
     array = array.astype(np.float32, copy=False)
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
-        raise UserError(f'{path}: NaN or Inf at segment {first} of {array.shape[0]}')
+        raise UserError(f'{where}: NaN or Inf at segment {first} of {array.shape[0]}')
     return array
+
+
+def load_feature_array(path: str) -> np.ndarray:
+    """One validated feature file: (n, D) float32 with n >= 1 and only finite values.
+
+    Accepts any numeric dtype (float16 releases included) and returns float32. Rejects a missing
+    file, anything that is not a plain numeric ``.npy`` array (pickles, object arrays, ``.npz``
+    archives, text), a header that claims more data than the file holds, non-2-D arrays, zero
+    segments and NaN/Inf.
+    """
+    check_feature_header(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f'{path}: not a readable .npy array ({one_line(e)})') from None
+    return check_feature_array(array, path)
 
 
 def _combine_streams(paths: Sequence[str], arrays: Sequence[np.ndarray], feature_dim: int | None,
@@ -151,19 +245,35 @@ def load_feature_files(paths: Sequence[str], *, feature_dim: int | None = None) 
 # Splits
 
 
+def check_video_id(video: str, where: str) -> None:
+    """Refuses a video id that is not a plain file name: ids are joined into feature paths.
+
+    Empty ids, ``.``, ``..`` and ids with a path separator (``../x``, ``/abs``, ``a\\b``) or a NUL
+    byte would read or write outside the feature folder. ``where`` names the file they came from.
+    """
+    separators = {'/', '\\', os.sep, os.altsep or '/', '\0'}
+    if video in ('', '.', '..') or any(c in video for c in separators):
+        raise UserError(f'{where}: video id {video!r} is not a plain file name (it would leave '
+                        'the feature folder)')
+
+
 def read_split_file(path: str) -> tuple[str, ...]:
-    """Video ids of a split file, one per line (blank lines ignored); at least one, no repeats."""
+    """Video ids of a split file, one per line (blank lines ignored); at least one, no repeats.
+
+    Every id must be a plain file name (:func:`check_video_id`).
+    """
     try:
         with open(path, encoding='utf-8') as f:
             names = tuple(line.strip() for line in f if line.strip())
     except FileNotFoundError:
         raise UserError(f'{path}: split file not found') from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f'{path}: cannot read split file ({_one_line(e)})') from None
+        raise UserError(f'{path}: cannot read split file ({one_line(e)})') from None
     if not names:
         raise UserError(f'{path}: split file lists no videos')
     seen = set()
     for name in names:
+        check_video_id(name, path)
         if name in seen:
             raise UserError(f'{path}: video {name} is listed more than once')
         seen.add(name)
@@ -196,6 +306,26 @@ def _feature_paths(root: str, feature_dir: str, modality: str, video: str) -> li
     return [os.path.join(root, feature_dir, s, video + '.npy') for s in streams]
 
 
+def _split_missing(names: Sequence[str], paths: Sequence[Sequence[str]], *, missing: str,
+                   split_path: str, feature_folder: str) -> tuple[str, ...]:
+    """The videos among ``names`` with a feature file absent; raises for ``missing='error'``.
+
+    All videos are checked before any feature is read, so the message can say how many are
+    missing in all, not only the first.
+    """
+    absent = tuple(video for video, files in zip(names, paths)
+                   if not all(os.path.isfile(p) for p in files))
+    if absent and missing == 'error':
+        shown = ', '.join(absent[:5]) + (', ...' if len(absent) > 5 else '')
+        raise UserError(f'{split_path}: {len(absent)} of {len(names)} videos have no feature '
+                        f'files under {feature_folder} ({shown}); set data.missing=skip to leave '
+                        'them out')
+    if len(absent) == len(names):
+        raise UserError(f'{split_path}: none of its {len(names)} videos has feature files under '
+                        f'{feature_folder}')
+    return absent
+
+
 def clip_ground_truth(entry: VideoAnnotation, class_index: Mapping[str, int],
                       video_end: float) -> tuple[GroundTruth, int]:
     """Instances clipped to [0, video_end] seconds, and how many were changed by the clipping.
@@ -213,7 +343,7 @@ def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir:
                subset: str, modality: str, class_names: Sequence[str],
                feature_dim: int | None, segment_seconds: float = SEGMENT_SECONDS,
                use_duration: bool = False, require_labels: bool = False,
-               progress: bool = False) -> Split:
+               missing: str = 'error', progress: bool = False) -> Split:
     """Loads and validates one split (SPEC §1 layout) into memory.
 
     Args:
@@ -228,13 +358,18 @@ def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir:
       use_duration: end the video at the annotation file's ``duration`` instead (ActivityNet);
         every video then needs one.
       require_labels: True for a training split: every video needs at least one annotation.
+      missing: what to do with videos whose feature files do not exist: 'error' (one message
+        counting and naming them) or 'skip' (leave them out; named in ``Split.missing``).
+        A feature file that exists but is bad is always an error.
       progress: show a tqdm progress bar while reading features.
     Returns:
       A :class:`Split` with V videos: features (n_i, D) float32, labels (V, C).
     """
     if modality not in MODALITIES:
         raise UserError(f'modality {modality!r} is not one of {", ".join(MODALITIES)}')
-    class_names = _checked_class_list(class_names)
+    if missing not in MISSING_POLICIES:
+        raise UserError(f'data.missing {missing!r} is not one of {", ".join(MISSING_POLICIES)}')
+    class_names = checked_class_list(class_names)
     class_index = {name: c for c, name in enumerate(class_names)}
     split_path = os.path.join(root, split_file)
     annotation_path = os.path.join(root, annotation_file)
@@ -248,14 +383,22 @@ def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir:
         if use_duration and entry.duration is None:
             raise UserError(f'{annotation_path}: video {video} has no "duration", but durations '
                             'are asked for (use_duration)')
+    paths = [_feature_paths(root, feature_dir, modality, video) for video in names]
+    absent = _split_missing(names, paths, missing=missing, split_path=split_path,
+                            feature_folder=os.path.join(root, feature_dir))
+    skipped = set(absent)
+    kept = [v for v, video in enumerate(names) if video not in skipped]
+    names = tuple(names[v] for v in kept)
+    entries = [entries[v] for v in kept]
+    paths = [paths[v] for v in kept]
 
     from tqdm import tqdm  # only needed here; keeps ``import wtal_jax.data.dataset`` light
 
     features, gts, num_clipped = [], [], 0
-    for video, entry in tqdm(list(zip(names, entries)), desc=f'loading {subset} features',
-                             unit='video', disable=not progress):
-        paths = _feature_paths(root, feature_dir, modality, video)
-        array = _combine_streams(paths, [load_feature_array(p) for p in paths],
+    for video, entry, files in tqdm(list(zip(names, entries, paths)),
+                                    desc=f'loading {subset} features', unit='video',
+                                    disable=not progress):
+        array = _combine_streams(files, [load_feature_array(p) for p in files],
                                  feature_dim, f'video {video}')
         if features and array.shape[1] != features[0].shape[1]:
             raise UserError(f'video {video}: {array.shape[1]} values per segment, but video '
@@ -274,4 +417,4 @@ def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir:
         durations=np.array([np.nan if e.duration is None else e.duration for e in entries],
                            np.float64),
         num_segments=np.array([f.shape[0] for f in features], np.int64),
-        class_names=class_names, num_clipped=num_clipped, gt=tuple(gts))
+        class_names=class_names, num_clipped=num_clipped, gt=tuple(gts), missing=absent)

@@ -59,4 +59,6 @@ def take(split: Split, index: np.ndarray) -> Split:
 def holdout(split: Split, fraction: float) -> tuple[Split, Split]:
     """(training videos, selection videos) of a training split, in split order."""
     held = stratified_holdout(split.names, split.labels, fraction)
-    return take(split, np.flatnonzero(~held)), take(split, np.flatnonzero(held))
+    # Videos without features (data.missing=skip) stay with the training part, for its log.
+    selection = dataclasses.replace(take(split, np.flatnonzero(held)), missing=())
+    return take(split, np.flatnonzero(~held)), selection

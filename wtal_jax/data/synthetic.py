@@ -61,8 +61,8 @@ def _sparse_pattern(rng: np.random.Generator, dim: int, active: int, low: float,
     return pattern
 
 
-def _prototypes(seed: int, num_classes: int, dim: int) -> dict[str, np.ndarray]:
-    """Data-set-wide patterns, each stream of size ``dim``.
+def prototypes(seed: int, num_classes: int, dim: int) -> dict[str, np.ndarray]:
+    """Data-set-wide patterns, each stream of size ``dim`` (shared with synthetic_activitynet).
 
     Returns class_rgb/class_flow (C, dim), bg_rgb/bg_flow (K, dim), context (C,) int (each class's
     usual background mode), motion (dim,).
@@ -140,6 +140,18 @@ def _video(rng: np.random.Generator, protos: dict[str, np.ndarray], n: int, num_
     """One video: rgb and flow (n, dim) float32 >= 0, and its instances (start, len, class)."""
     classes = _video_classes(rng, num_classes)
     instances = _instances(rng, n, classes)
+    rgb, flow = render_video(rng, protos, n, classes, instances)
+    return rgb, flow, instances
+
+
+def render_video(rng: np.random.Generator, protos: dict[str, np.ndarray], n: int,
+                 classes: np.ndarray, instances: Sequence[tuple[int, int, int]]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Features of one video with the given instances (start, length, class), in n segments.
+
+    ``classes`` are the video's classes (their usual scenes join its background). Returns rgb
+    and flow, each (n, dim) float32 >= 0, dim from ``protos``.
+    """
     dim = protos['motion'].shape[0]
 
     evidence_rgb = np.zeros((n, dim))  # class evidence per segment
@@ -181,7 +193,7 @@ def _video(rng: np.random.Generator, protos: dict[str, np.ndarray], n: int, num_
     flow = gain * (protos['bg_flow'][mode] + evidence_flow + dynamic[:, None] * protos['motion'])
     rgb = np.maximum(rgb + _smooth_noise(rng, n, dim, NOISE), 0).astype(np.float32)
     flow = np.maximum(flow + _smooth_noise(rng, n, dim, NOISE), 0).astype(np.float32)
-    return rgb, flow, instances
+    return rgb, flow
 
 
 def _annotations(rng: np.random.Generator, instances: list[tuple[int, int, int]],
@@ -300,7 +312,7 @@ def generate(root: str, *, progress: bool = False, **params: Any) -> dict[str, A
     _clear(root)
     os.makedirs(root, exist_ok=True)
     write_json_atomic(os.path.join(root, IN_PROGRESS_MARKER), _marker(p))
-    protos = _prototypes(p['seed'], p['num_classes'], p['feature_dim'])
+    protos = prototypes(p['seed'], p['num_classes'], p['feature_dim'])
 
     from tqdm import tqdm  # only needed here
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from wtal_jax import config as config_lib
-from wtal_jax.data import dataset, holdout, synthetic
+from wtal_jax.data import annotations, dataset, holdout, synthetic
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic
 from wtal_jax.method import train
@@ -41,8 +41,8 @@ def class_names(cfg) -> tuple[str, ...]:
     """The configured class list, or the sorted labels of the train and test subsets."""
     if cfg.data.class_names:
         return tuple(cfg.data.class_names)
-    annotations = dataset.load_annotations(os.path.join(cfg.data.root, cfg.data.annotation_file))
-    return dataset.class_names_from(annotations, (cfg.data.train.subset, cfg.data.test.subset), ())
+    found = annotations.load_annotations(os.path.join(cfg.data.root, cfg.data.annotation_file))
+    return annotations.class_names_from(found, (cfg.data.train.subset, cfg.data.test.subset), ())
 
 
 def split_names(cfg) -> tuple[str, ...]:
@@ -78,7 +78,7 @@ def _load(cfg, part, names, *, progress: bool) -> dataset.Split:
         feature_dir=part.feature_dir, subset=part.subset, modality=cfg.data.modality,
         class_names=names, feature_dim=cfg.data.feature_dim,
         segment_seconds=cfg.data.segment_seconds, use_duration=cfg.data.use_duration,
-        require_labels=part is cfg.data.train, progress=progress)
+        require_labels=part is cfg.data.train, missing=cfg.data.missing, progress=progress)
 
 
 def data_fingerprint(split: dataset.Split) -> dict:
@@ -175,7 +175,7 @@ class Evaluator:
         gt = evaluation.load_ground_truth(os.path.join(cfg.data.root, cfg.data.annotation_file),
                                           part.subset)
         self.gt = evaluation.restrict_ground_truth(
-            gt, split.names + tuple(getattr(split, 'missing', ())))
+            gt, split.names + split.missing)
         self.tious = np.asarray(cfg.eval.tiou_thresholds, np.float64)
 
     def scores(self, params) -> list[localization.VideoScores]:

@@ -128,6 +128,12 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
             if split.num_clipped:
                 note(f'note: {split.num_clipped} annotations of the {name} split end after '
                      'their video and were clipped')
+            if split.missing:
+                shown = ', '.join(split.missing[:5]) + (', ...' if len(split.missing) > 5 else '')
+                note(f'note: {len(split.missing)} videos of the {name} split have no features '
+                     f'and are left out (data.missing=skip): {shown}'
+                     + ('; their ground truth counts as missed' if name != cfg.data.train.subset
+                        else ''))
         if SELECTION in eval_splits:
             note(f'note: {len(eval_splits[SELECTION])} of the {len(train_split) + len(eval_splits[SELECTION])}'
                  f' training videos are held out to select the checkpoint '
