@@ -181,8 +181,12 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         table_dtype = np.float32 if cfg.model.dtype == 'float32' else jnp.bfloat16
         table_bytes = int(train_split.num_segments.sum()) * train_split.feature_dim * \
             np.dtype(table_dtype).itemsize
+        local_device = next(d for d in devices if d.process_index == procs.index)
         on_device, why = data_on_device(cfg.train.data_on_device,
-                                        cfg.train.device_memory_fraction, table_bytes, devices[0])
+                                        cfg.train.device_memory_fraction, table_bytes, local_device)
+        # Every process must compile the same step: process 0 decides for all.
+        on_device = bool(distributed.broadcast(np.array(on_device))) if procs.count > 1 \
+            else on_device
         table, offsets = None, None
         if on_device:
             host_table, offsets = pipeline.pack_table(train_split.features, table_dtype)
@@ -217,7 +221,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         def save(step: int, scalars: dict | None) -> None:
             """Checks and saves the loop state; ``scalars`` (evaluation steps) are the primary's
             metrics, of which every process needs the selecting one for the retention."""
-            if scalars is not None and procs.count > 1:
+            if scalars is not None and select_key and procs.count > 1:
                 chosen = np.asarray(scalars.get(select_key, [0.0] * len(seeds))
                                     if procs.primary else [0.0] * len(seeds), np.float64)
                 chosen = distributed.broadcast(chosen).tolist()
