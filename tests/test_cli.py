@@ -169,6 +169,7 @@ def test_evaluate_writes_results_and_metrics(data_root, evaluated):
     workdir, proc = evaluated
     assert_ok(proc)
     assert 'mAP@tIoU' in proc.stdout and 'checkpoint step' in proc.stdout
+    assert 'average over' in proc.stdout and 'video accuracy' in proc.stdout
     with open(os.path.join(workdir, 'results_test.json')) as f:
         results = json.load(f)
     assert set(results['results']) == set(video_names(data_root, 'test'))
@@ -180,24 +181,32 @@ def test_evaluate_writes_results_and_metrics(data_root, evaluated):
         assert len(d['segment']) == 2 and d['segment'][0] <= d['segment'][1]
     with open(os.path.join(workdir, 'metrics_test.json')) as f:
         metrics = json.load(f)
-    assert RESULT_KEYS | {'step', 'split', 'accuracy', 'classification_mAP'} <= set(metrics)
+    assert RESULT_KEYS | {'step', 'split', 'video_accuracy', 'classification_mAP', 'averages',
+                          'videos'} <= set(metrics)
     np.testing.assert_allclose(metrics['tiou_thresholds'], np.arange(1, 8) / 10)
     assert metrics['average_mAP'] == pytest.approx(np.mean(metrics['mAP']))
-    # The best checkpoint by test average mAP, and the same figures as training logged there.
+    assert metrics['averages']['0.1:0.7'] == pytest.approx(metrics['average_mAP'], abs=1e-12)
+    assert set(metrics['videos']) == set(video_names(data_root, 'test'))
+    # The checkpoint chosen on the selection split, and the same figures as training logged
+    # there on the test split.
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-        evals = [json.loads(line) for line in f if '"test"' in line]
-    best = max(evals, key=lambda r: (r['average_mAP'], r['step']))
+        rows = [json.loads(line) for line in f]
+    selection = [r for r in rows if r['split'] == 'selection']
+    best = max(selection, key=lambda r: (r['average_mAP'], -r['step']))   # ties: the earliest
     assert metrics['step'] == best['step']
-    assert metrics['average_mAP'] == pytest.approx(best['average_mAP'], abs=1e-9)
+    logged = next(r for r in rows if r['split'] == 'test' and r['step'] == best['step'])
+    assert metrics['average_mAP'] == pytest.approx(logged['average_mAP'], abs=1e-9)
+    assert metrics['averages'] == pytest.approx(logged['averages'], abs=1e-9)
 
 
 def test_best_metric_choices_are_the_scalars_an_evaluation_records(evaluated):
-    """checkpoint.best_metric may name exactly the scalar metrics evaluate writes."""
+    """checkpoint.best_metric may name exactly the scalar metrics a training run records."""
     from wtal_jax import config
     workdir, _ = evaluated
-    with open(os.path.join(workdir, 'metrics_test.json')) as f:
-        metrics = json.load(f)
-    assert {k for k, v in metrics.items() if isinstance(v, float)} == set(config.EVAL_METRICS)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        evals = [json.loads(line) for line in f if '"selection"' in line]
+    for metrics in evals:
+        assert {k for k, v in metrics.items() if isinstance(v, float)} == set(config.EVAL_METRICS)
 
 
 def test_map_on_the_written_results(data_root, evaluated, tmp_path):

@@ -153,7 +153,7 @@ def test_each_seed_equals_a_single_seed_run(uninterrupted, data_root, tmp_path):
     names = both[0].names
     split = experiment.load_split(cfg, 'test', names, progress=False)
     evaluator = experiment.Evaluator(cfg, split, both[0].model, split_name='test')
-    (m1, r1, _), (m2, r2, _) = (evaluator(c.state.params) for c in both)
+    (m1, r1, *_), (m2, r2, *_) = (evaluator(c.state.params) for c in both)
     for video in r1['results']:
         d1, d2 = r1['results'][video], r2['results'][video]
         assert [(d['label'], d['segment']) for d in d1] == \

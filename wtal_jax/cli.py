@@ -50,6 +50,18 @@ def _add_which(parser: argparse.ArgumentParser) -> None:
                              'chose (by default the best on the selection split), or the latest')
 
 
+def _add_protocol(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--protocol', choices=('seconds', 'snippet'), default='seconds',
+                        help='seconds: the official ActivityNet evaluation; snippet: that of '
+                             'W-TALC / CO2-Net / DELU: bounds rounded to 16-frame snippets of '
+                             '25 fps video, predictions overlapping --ambiguous segments dropped')
+    parser.add_argument('--ambiguous', metavar='FILE',
+                        help="with --protocol snippet: segments whose overlapping predictions "
+                             "are dropped, 'VIDEO START END' (seconds) per line: THUMOS'14's "
+                             'Ambiguous_test.txt, shipped with the W-TALC / CO2-Net annotations '
+                             '(Thumos14reduced-Annotations) (default: none)')
+
+
 def _add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, help='which seed of a run trained with several '
                                                  '(default: its only seed)')
@@ -114,11 +126,14 @@ def cmd_evaluate(args, overrides) -> int:
     """Evaluates one seed of a run directory's best (or a given) checkpoint on a split."""
     from wtal_jax import config as config_lib
     from wtal_jax.io_utils import write_json_atomic
-    from wtal_jax.postprocess import evaluation
+    from wtal_jax.postprocess import evaluation, report
     from wtal_jax.runs import experiment
     source = args.checkpoint or args.workdir
     if not source:
         raise UserError('evaluate needs --workdir or --checkpoint')
+    if args.ambiguous and args.protocol != 'snippet':
+        raise UserError('--ambiguous applies to --protocol snippet only')
+    ambiguous = evaluation.load_ambiguous(args.ambiguous) if args.ambiguous else None
     ckpt = experiment.load_checkpoint(source, which=args.which, seed=args.seed,
                                       overrides=() if args.config else overrides)
     cfg = config_lib.load_config(args.config, overrides) if args.config else ckpt.cfg
@@ -126,18 +141,17 @@ def cmd_evaluate(args, overrides) -> int:
     experiment.prepare_dataset(cfg, progress=not args.quiet)
     split = experiment.load_split(cfg, split_name, ckpt.names, progress=not args.quiet)
     evaluator = experiment.Evaluator(cfg, split, ckpt.model, split_name=split_name)
-    metrics, results, detection = evaluator(ckpt.state.params)
+    _, results, _, figures = evaluator(ckpt.state.params, protocol=args.protocol,
+                                       ambiguous=ambiguous)
     suffix = '' if len(experiment.run_seeds(ckpt.cfg)) == 1 else f'_seed{ckpt.seed}'
+    protocol = '' if args.protocol == 'seconds' else f'_{args.protocol}'
     results_path = os.path.join(ckpt.workdir, f'results_{split_name}{suffix}.json')
-    metrics_path = os.path.join(ckpt.workdir, f'metrics_{split_name}{suffix}.json')
+    metrics_path = os.path.join(ckpt.workdir, f'metrics_{split_name}{suffix}{protocol}.json')
     write_json_atomic(results_path, results)
     write_json_atomic(metrics_path, {'step': ckpt.step, 'split': split_name, 'seed': ckpt.seed,
-                                     **metrics, **evaluation.result_to_json(detection)},
-                      indent=1)
-    print(f'{split_name} split, checkpoint step {ckpt.step}, seed {ckpt.seed}: accuracy '
-          f'{100 * metrics["accuracy"]:.1f}  classification mAP '
-          f'{100 * metrics["classification_mAP"]:.1f}')
-    print(evaluation.format_table(detection))
+                                     **figures}, indent=1)
+    print(f'{split_name} split, checkpoint step {ckpt.step}, seed {ckpt.seed}')
+    print(report.format_report(figures))
     print(f'wrote {results_path} and {metrics_path}')
     return 0
 
@@ -230,6 +244,7 @@ def _add_core_commands(sub) -> None:
     p.add_argument('--split', help="split to evaluate, by name: the test subset, 'selection' (the "
                                    'held-out training videos) or the training subset (default: '
                                    'the test subset, e.g. test or validation)')
+    _add_protocol(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -252,15 +267,7 @@ def _add_core_commands(sub) -> None:
     p.add_argument('--family', choices=('auto', 'thumos14', 'activitynet'),
                    help='which averages --report gives (default: auto, which is activitynet when '
                         'every --tiou-thresholds value is >= 0.5, else thumos14)')
-    p.add_argument('--protocol', choices=('seconds', 'snippet'), default='seconds',
-                   help='seconds: the official ActivityNet evaluation; snippet: that of W-TALC / '
-                        'CO2-Net / DELU: bounds rounded to 16-frame snippets of 25 fps video, '
-                        'predictions overlapping --ambiguous segments dropped')
-    p.add_argument('--ambiguous', metavar='FILE',
-                   help="with --protocol snippet: segments whose overlapping predictions are "
-                        "dropped, 'VIDEO START END' (seconds) per line: THUMOS'14's "
-                        'Ambiguous_test.txt, shipped with the W-TALC / CO2-Net annotations '
-                        '(Thumos14reduced-Annotations) (default: none)')
+    _add_protocol(p)
     p.set_defaults(func=cmd_map)
 
     p = _subparser(sub, 'detect', 'detections for feature files of unannotated videos')

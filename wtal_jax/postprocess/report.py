@@ -120,12 +120,19 @@ def video_level(gt: evaluation.GroundTruth, scores: VideoLevelScores,
             'classification_mAP': evaluation.classification_map(values, labels)}
 
 
-def report(gt: evaluation.GroundTruth, preds: evaluation.Predictions, *,
-           tiou_thresholds: Any = DEFAULT_THRESHOLDS, family: str = 'auto',
-           protocol: str = 'seconds', ambiguous: Mapping[str, np.ndarray] | None = None,
-           video_scores: VideoLevelScores | None = None, accuracy_threshold: float = 0.2,
-           snippets_per_second: float = evaluation.SNIPPETS_PER_SECOND) -> dict:
-    """Every figure of one set of detections, JSON-ready, fractions (not percent).
+def report(gt: evaluation.GroundTruth, preds: evaluation.Predictions, **kwargs) -> dict:
+    """Every figure of one set of detections, JSON-ready (see :func:`evaluate`)."""
+    return evaluate(gt, preds, **kwargs)[0]
+
+
+def evaluate(gt: evaluation.GroundTruth, preds: evaluation.Predictions, *,
+             tiou_thresholds: Any = DEFAULT_THRESHOLDS, family: str = 'auto',
+             protocol: str = 'seconds', ambiguous: Mapping[str, np.ndarray] | None = None,
+             video_scores: VideoLevelScores | None = None, accuracy_threshold: float = 0.2,
+             snippets_per_second: float = evaluation.SNIPPETS_PER_SECOND
+             ) -> tuple[dict, evaluation.DetectionResult]:
+    """Every figure of one set of detections, JSON-ready, fractions (not percent), and the
+    :class:`~wtal_jax.postprocess.evaluation.DetectionResult` at the requested thresholds.
 
     Args:
       gt, preds: from ``evaluation.load_ground_truth`` / ``load_predictions`` (seconds).
@@ -182,7 +189,7 @@ def report(gt: evaluation.GroundTruth, preds: evaluation.Predictions, *,
     if video_scores is not None:
         figures.update(video_level(gt, video_scores, accuracy_threshold),
                        accuracy_threshold=float(accuracy_threshold))
-    return figures
+    return figures, plain
 
 
 def _percent(value: float) -> str:

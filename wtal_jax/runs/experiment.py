@@ -18,7 +18,7 @@ from wtal_jax.data import annotations, dataset, holdout, synthetic
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic
 from wtal_jax.method import train
-from wtal_jax.postprocess import evaluation, inference, localization
+from wtal_jax.postprocess import evaluation, inference, localization, report
 from wtal_jax.runs import checkpointing
 from wtal_jax.runs.rundir import RunDir, best_key
 
@@ -183,8 +183,14 @@ class Evaluator:
         return self.predictor(params, self.packed, num_segments=self.cfg.data.num_segments,
                               durations=self.split.durations)
 
-    def __call__(self, params) -> tuple[dict, dict, list]:
-        """Returns (metrics, ActivityNet results, DetectionResult) for one model's params."""
+    def __call__(self, params, *, protocol: str = 'seconds', ambiguous=None
+                 ) -> tuple[dict, dict, evaluation.DetectionResult, dict]:
+        """Returns (metrics, ActivityNet results, DetectionResult, report) for one model.
+
+        ``metrics`` are the compact figures a training log keeps (mAP per threshold, their
+        average, the protocol report's other averages, video accuracy, classification mAP);
+        ``report`` is everything of :func:`wtal_jax.postprocess.report.evaluate`.
+        """
         scores = self.scores(params)
         results = localization.localize(dict(zip(self.split.names, scores)),
                                         self.split.class_names, self.localize_cfg)
@@ -194,18 +200,21 @@ class Evaluator:
         scored = dict(results, results={
             video: [d for d in dets if d['label'] in known]
             for video, dets in results['results'].items()})
-        detection = evaluation.evaluate_detection(
-            self.gt, evaluation.load_predictions(scored, self.gt), self.tious)
         p_act = np.stack([s.p_act for s in scores])
+        figures, detection = report.evaluate(
+            self.gt, evaluation.load_predictions(scored, self.gt), tiou_thresholds=self.tious,
+            protocol=protocol, ambiguous=ambiguous,
+            video_scores=report.VideoLevelScores(self.split.names, self.split.class_names, p_act),
+            accuracy_threshold=self.cfg.eval.class_threshold)
         metrics = {
             'average_mAP': float(detection.average_map),
             'mAP': [float(v) for v in detection.map],
             'tiou_thresholds': [float(t) for t in self.tious],
-            'accuracy': float(evaluation.video_accuracy(
-                p_act, self.split.labels, self.cfg.eval.class_threshold)),
-            'classification_mAP': float(evaluation.classification_map(p_act, self.split.labels)),
+            'averages': figures['averages'],
+            'accuracy': float(figures['video_accuracy']),
+            'classification_mAP': float(figures['classification_mAP']),
         }
-        return metrics, results, detection
+        return metrics, results, detection, figures
 
 
 def local_params(params, seed_index: int):

@@ -78,7 +78,7 @@ class _Evaluations:
         for index, seed in enumerate(self.seeds):
             params = experiment.local_params(state.params, index)
             for name, evaluator in self.evaluators.items():
-                metrics, _, _ = evaluator(params)
+                metrics = evaluator(params)[0]
                 self.run.append_metrics({'step': step, 'split': name, 'seed': seed, **metrics})
                 for key, value in _scalars(metrics).items():
                     scalars.setdefault(checkpointing.metric_key(name, key), []).append(value)

@@ -123,15 +123,20 @@ def format_report(report: dict) -> str:
              f"({', '.join(map(str, seeds))}), {report['num_steps']} steps; mAP (%), "
              'mean ± std over seeds',
              f"selected = {report['rule']}",
-             f"{'':10s} {'selected':>13s} {'last step':>13s} {'best on test*':>13s}"]
+             f"{'':12s} {'selected':>13s} {'last step':>13s} {'best on test*':>13s}"]
     for i, t in enumerate(report['tiou_thresholds']):
-        lines.append(f'{"tIoU " + format(t, "g"):10s} ' +
+        lines.append(f'{"tIoU " + format(t, "g"):12s} ' +
                      ' '.join(f'{_cell(summary[k]["mAP"], i):>13s}' for k in kinds))
-    for key, label in (('average_mAP', 'AVG'), ('accuracy', 'accuracy'),
-                       ('classification_mAP', 'class mAP')):
-        if all(key in summary[k] for k in kinds):
-            lines.append(f'{label:10s} ' + ' '.join(f'{_cell(summary[k][key]):>13s}'
-                                                     for k in kinds))
+    rows = [('AVG', lambda s: s['average_mAP'])]
+    # The other protocols' averages (over 0.1:0.5, 0.1:0.9, ... or 0.5:0.95), when recorded.
+    if all('averages' in summary[k] for k in kinds):
+        rows += [(f'avg {name}', lambda s, name=name: s['averages'][name])
+                 for name in summary['selected']['averages']]
+    rows += [(label, lambda s, key=key: s[key]) for key, label in
+             (('accuracy', 'accuracy'), ('classification_mAP', 'class mAP'))
+             if all(key in summary[k] for k in kinds)]
+    for label, get in rows:
+        lines.append(f'{label:12s} ' + ' '.join(f'{_cell(get(summary[k])):>13s}' for k in kinds))
     for p in report['per_seed']:
         avg = ' / '.join(f"{100 * p[k]['average_mAP']:.1f}" for k in kinds)
         lines.append(f"seed {p['seed']}: AVG {avg} (selected step {p['selected']['step']}, "

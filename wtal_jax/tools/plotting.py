@@ -125,7 +125,8 @@ class RunView:
         return self._cache['scores']
 
     def evaluate(self):
-        """(metrics, ActivityNet results, DetectionResult) of the checkpoint, computed once."""
+        """(metrics, ActivityNet results, DetectionResult, report) of the checkpoint, computed once
+        (see :meth:`wtal_jax.runs.experiment.Evaluator.__call__`)."""
         if 'evaluation' not in self._cache:
             self._cache['evaluation'] = self.evaluator(self.params)
         return self._cache['evaluation']
