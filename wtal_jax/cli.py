@@ -473,9 +473,9 @@ def _add_ablate(sub) -> None:
     p.add_argument('--study', required=True, choices=tuple(ablation.STUDIES),
                    help='table3: losses and scores; table5: the maximum feature magnitude m')
     p.add_argument('--seeds', type=int, default=3,
-                   help='seeds per setting (0, 1, ... added to the config seed)')
+                   help='seeds per setting, trained at once (0, 1, ... added to the config seed)')
     p.add_argument('--workdir', default='runs/ablate',
-                   help='folder of the runs (WORKDIR/STUDY/SETTING/seed_N) and tables')
+                   help='folder of the runs (WORKDIR/STUDY/SETTING) and tables')
     p.add_argument('--config', default='configs/synthetic.py',
                    help='base config file; fields overridable as --config.SECTION.FIELD=VALUE')
     p.add_argument('--settings', help='comma-separated subset, e.g. a,d or m50,m100 (default: '
