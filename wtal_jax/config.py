@@ -40,6 +40,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.segment_seconds = 16 / 25       # seconds per original segment (16 frames at 25 fps)
     d.use_duration = False            # True: seconds per segment = duration / n (ActivityNet)
     d.selection_fraction = 0.2        # of the training videos, held out to select checkpoints
+                                      # (with checkpoint.select=selection only)
     # A video listed in a split file without feature files: 'error' stops with a count of all
     # such videos; 'skip' leaves them out of training and evaluation inputs and names them in the
     # log (public ActivityNet releases lack ~3% of the videos); their ground truth still counts

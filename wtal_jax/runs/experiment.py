@@ -62,14 +62,23 @@ def load_split(cfg, name: str, names: tuple[str, ...], *, progress: bool = True
     if name == cfg.data.test.subset:
         return _load(cfg, cfg.data.test, names, progress=progress)
     training, selection = load_training(cfg, names, progress=progress)
+    if name == SELECTION and not len(selection):
+        raise UserError(f'no selection split: checkpoint.select={cfg.checkpoint.select}, '
+                        f'data.selection_fraction={cfg.data.selection_fraction:g} hold out no '
+                        'training video')
     return selection if name == SELECTION else training
 
 
 def load_training(cfg, names: tuple[str, ...], *, progress: bool = True
                   ) -> tuple[dataset.Split, dataset.Split]:
-    """(training part, selection part) of the training split, read once."""
+    """(training part, selection part) of the training split, read once.
+
+    Videos are held out only where they select the checkpoint (``checkpoint.select=selection``):
+    under 'last' or 'test' every training video trains, as in the release.
+    """
     split = _load(cfg, cfg.data.train, names, progress=progress)
-    return holdout.holdout(split, cfg.data.selection_fraction)
+    fraction = cfg.data.selection_fraction if cfg.checkpoint.select == 'selection' else 0.0
+    return holdout.holdout(split, fraction)
 
 
 def _load(cfg, part, names, *, progress: bool) -> dataset.Split:
