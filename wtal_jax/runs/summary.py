@@ -17,6 +17,8 @@ number. Plain Python and NumPy.
 
 import numpy as np
 
+from wtal_jax.errors import UserError
+
 RULES = {
     'selection': 'best step on the selection split (held-out training videos)',
     'last': 'last step',
@@ -51,13 +53,15 @@ def seed_report(rows: list[dict], seed: int, *, select: str, test_split: str,
     test = [r for r in rows if r.get('split') == test_split and r.get('seed') == seed]
     last = [r for r in test if r['step'] == num_steps]
     if not last:
-        raise ValueError(f'seed {seed}: no {test_split} evaluation at the last step {num_steps}')
+        raise UserError(f'seed {seed}: no {test_split} evaluation at step {num_steps} in '
+                        'metrics.jsonl (a run trained past train.num_steps? resume with at '
+                        'least its last step)')
     best_test = _best(test, metric, mode)
     if select == 'selection':
         chosen = _best([r for r in rows if r.get('split') == selection_split
                         and r.get('seed') == seed], metric, mode)
         if chosen is None:
-            raise ValueError(f'seed {seed}: no {selection_split} evaluation to select on')
+            raise UserError(f'seed {seed}: no {selection_split} evaluation to select on')
         selected = next(r for r in test if r['step'] == chosen['step'])
         selection = {'step': chosen['step'], metric: chosen[metric]}
     else:
