@@ -145,6 +145,5 @@ def format_report(report: dict) -> str:
         avg = ' / '.join(f"{100 * p[k]['average_mAP']:.1f}" for k in kinds)
         lines.append(f"seed {p['seed']}: AVG {avg} (selected step {p['selected']['step']}, "
                      f"best on test at step {p['test_selection']['step']})")
-    lines.append('* test-set selection: the best step on the test split itself, the protocol '
-                 "of the authors' release")
+    lines.append("* test-set selection: the best test step itself (the release's protocol)")
     return '\n'.join(lines)
