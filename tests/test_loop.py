@@ -300,3 +300,11 @@ def test_the_loop_on_several_devices_resumes_on_another_count_and_equals_one_dev
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert 'LOOP DEVICES OK' in proc.stdout
+
+
+def test_the_progress_line_puts_the_map_first_shows_one_rate_and_fits_80_columns():
+    from tqdm import tqdm
+    text = loop._postfix({'loss': 12345.6789}, 12345.6, 0.41903)
+    assert text.startswith('mAP 41.90 | loss 1.235e+04') and text.count('/s') == 1
+    line = tqdm.format_meter(9999, 10000, 36000.0, bar_format=loop.BAR_FORMAT, prefix=text)
+    assert len(line) <= 80 and 'mAP 41.90' in line, line

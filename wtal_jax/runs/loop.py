@@ -85,10 +85,15 @@ class _Evaluations:
         return scalars
 
 
+# The progress line: count, a short bar, then what matters most first (the last evaluation's
+# mAP, the loss, one rate), so that an 80-column terminal shows all of it.
+BAR_FORMAT = '{n_fmt}/{total_fmt} {bar:10} {desc} [{elapsed}<{remaining}]'
+
+
 def _postfix(mean: dict, rate: float, last_map: float | None) -> str:
     """What the progress bar shows after the count, most important first, one rate."""
     shown = '' if last_map is None else f'mAP {100 * last_map:.2f} | '
-    return shown + f"loss {mean['loss']:.4f} | {rate:.1f} steps/s"
+    return shown + f"loss {mean['loss']:.4g} | {rate:.4g} steps/s"
 
 
 def _mean_over_seeds(values: list[dict]) -> dict:
@@ -234,7 +239,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
 
         num_steps = cfg.train.num_steps
         bar = tqdm(total=num_steps, initial=start, disable=not show, unit='step',
-                   bar_format='{n_fmt}/{total_fmt} {bar:10} {desc} [{elapsed}<{remaining}]')
+                   bar_format=BAR_FORMAT)
         stream = pipeline.prefetch(make_batch, start, num_steps,
                                    buffer_size=cfg.train.prefetch,
                                    num_workers=1 if on_device else cfg.train.prefetch_workers)
