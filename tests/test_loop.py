@@ -304,7 +304,8 @@ def test_the_loop_on_several_devices_resumes_on_another_count_and_equals_one_dev
 
 def test_the_progress_line_puts_the_map_first_shows_one_rate_and_fits_80_columns():
     from tqdm import tqdm
-    text = loop._postfix({'loss': 12345.6789}, 12345.6, 0.41903)
-    assert text.startswith('mAP 41.90 | loss 1.235e+04') and text.count('/s') == 1
-    line = tqdm.format_meter(9999, 10000, 36000.0, bar_format=loop.BAR_FORMAT, prefix=text)
+    # The widest realistic values: a loss of hundreds, thousands of steps/s, ten hours.
+    text = loop._postfix({'loss': 123.456}, 4321.0, 0.41903)
+    assert text.startswith('mAP 41.90 | loss 123.5') and text.count('/s') == 1
+    line = tqdm.format_meter(99999, 100000, 35999.0, bar_format=loop.BAR_FORMAT, prefix=text)
     assert len(line) <= 80 and 'mAP 41.90' in line, line
