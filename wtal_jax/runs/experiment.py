@@ -165,9 +165,10 @@ class Evaluator:
     """Scores, detections and metrics of one split for any parameters (SPEC §5, §6).
 
     Packs the split's test-sampled features once (on the first local device); each call runs the
-    compiled forward pass, the NumPy localisation and the mAP evaluation. The ground truth is the
-    annotation file's, restricted to the split's videos, so a video without predictions counts
-    its instances as missed (the official convention).
+    compiled forward pass, the NumPy localisation and the mAP evaluation. The ground truth of the
+    test split is the annotation file's whole subset, so a video without features or predictions
+    counts its instances as missed (the official convention); the selection split and the
+    training part of the training subset are evaluated on their own videos' ground truth.
     """
 
     def __init__(self, cfg, split: dataset.Split, model, *, split_name: str):
@@ -183,7 +184,7 @@ class Evaluator:
         part = cfg.data.test if split_name == cfg.data.test.subset else cfg.data.train
         gt = evaluation.load_ground_truth(os.path.join(cfg.data.root, cfg.data.annotation_file),
                                           part.subset)
-        self.gt = evaluation.restrict_ground_truth(
+        self.gt = gt if part is cfg.data.test else evaluation.restrict_ground_truth(
             gt, split.names + split.missing)
         self.tious = np.asarray(cfg.eval.tiou_thresholds, np.float64)
 
