@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANET13 = os.path.join(REPO, 'configs', 'activitynet13.py')
 THUMOS14 = os.path.join(REPO, 'configs', 'thumos14.py')
 ANET = dict(num_classes=4, num_training=24, num_validation=12, num_testing=3, feature_dim=8,
-            min_segments=20, max_segments=80, seed=1)
+            min_segments=20, max_segments=80, seed=2)
 
 
 def run_cli(*args, cwd=None):
@@ -36,12 +36,12 @@ def assert_ok(proc):
     assert 'Traceback' not in proc.stderr
 
 
-def assert_one_line_error(proc, *words):
+def assert_one_line_error(proc, *words, command='prepare'):
     assert proc.returncode == 2, f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}'
     assert 'Traceback' not in proc.stderr + proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith('wtal-jax prepare: error: '), lines[0]
+    assert lines[0].startswith(f'wtal-jax {command}: error: '), lines[0]
     for word in words:
         assert word in lines[0], (word, lines[0])
     return lines[0]
@@ -193,23 +193,189 @@ def test_activitynet_prepared_data_loads_with_the_config(anet_prepared):
         np.testing.assert_array_equal(split.features[0], joint)   # [rgb, flow] back together
 
 
-def test_activitynet_prepare_then_train(anet_prepared, tmp_path):
-    """The prepared set trains with configs/activitynet13.py (small) and gives metrics."""
-    _, out, _ = anet_prepared
-    workdir = str(tmp_path / 'run')
-    proc = run_cli('train', '--config', ANET13, '--workdir', workdir, '--quiet',
-                   f'--config.data.root={out}', '--config.data.feature_dim=16',
-                   '--config.data.num_segments=16', '--config.model.embed_dim=16',
-                   '--config.train.batch_size=4', '--config.train.num_steps=4',
-                   '--config.eval.every_steps=2', '--config.checkpoint.every_steps=2',
-                   '--config.data.missing=skip', '--config.eval.chunk_segments=256')
-    assert_ok(proc)
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-        rows = [json.loads(line) for line in f]
+# ----------------------------------------------------------------------------------------------
+# ... → train with configs/activitynet13.py (small) → evaluate → map --report → detect --durations
+
+SMALL = ['--config.data.feature_dim=16', '--config.model.embed_dim=16',
+         '--config.train.batch_size=4', '--config.train.num_steps=4',
+         '--config.eval.every_steps=2', '--config.checkpoint.every_steps=2',
+         '--config.eval.chunk_segments=256']   # T = 50, r_bkg, thresholds: the config's own
+
+
+@pytest.fixture(scope='module')
+def anet_trained(anet_prepared, tmp_path_factory):
+    """A run of configs/activitynet13.py on the prepared set, evaluated on validation."""
+    source, out, _ = anet_prepared
+    workdir = str(tmp_path_factory.mktemp('anet_run') / 'run')
+    train = run_cli('train', '--config', ANET13, '--workdir', workdir, '--quiet',
+                    f'--config.data.root={out}', *SMALL)
+    assert_ok(train)
+    evaluate = run_cli('evaluate', '--workdir', workdir, '--quiet')
+    assert_ok(evaluate)
+    return source, out, workdir, train, evaluate
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_activitynet_trains_with_the_config(anet_trained):
+    _, _, workdir, _, _ = anet_trained
+    rows = [json.loads(line) for line in read_lines(os.path.join(workdir, 'metrics.jsonl'))]
     evaluations = [r for r in rows if 'average_mAP' in r]
     assert evaluations and evaluations[-1]['step'] == 4
     assert 0.0 <= evaluations[-1]['average_mAP'] <= 1.0
     np.testing.assert_allclose(evaluations[-1]['tiou_thresholds'], np.linspace(0.5, 0.95, 10))
+    saved = read_json(os.path.join(workdir, 'config.json'))
+    assert saved['data']['num_segments'] == 50 and saved['localize']['use_duration']
+
+
+def test_activitynet_evaluate_names_the_validation_subset(anet_trained):
+    source, _, workdir, _, evaluate = anet_trained
+    _, expected = expected_activitynet(source)
+    assert evaluate.stdout.startswith('validation split, checkpoint step ')
+    assert 'results_validation.json' in evaluate.stdout
+    assert not [f for f in os.listdir(workdir) if '_test' in f]
+    results = read_json(os.path.join(workdir, 'results_validation.json'))['results']
+    assert sorted(results) == sorted(expected['validation']['with_features'])
+    metrics = read_json(os.path.join(workdir, 'metrics_validation.json'))
+    assert metrics['split'] == 'validation'
+    np.testing.assert_allclose(metrics['tiou_thresholds'], np.linspace(0.5, 0.95, 10))
+
+
+def map_report(ground_truth, predictions, json_path):
+    proc = run_cli('map', '--ground-truth', ground_truth, '--predictions', predictions,
+                   '--subset', 'validation', '--tiou-thresholds', '0.5:0.95:0.05', '--report',
+                   '--json', json_path)
+    assert_ok(proc)
+    return proc.stdout, read_json(json_path)
+
+
+def test_activitynet_map_report_on_the_written_results(anet_trained, tmp_path):
+    source, out, workdir, _, _ = anet_trained
+    database, expected = expected_activitynet(source)
+    results = os.path.join(workdir, 'results_validation.json')
+    stdout, figures = map_report(os.path.join(out, 'gt.json'), results, str(tmp_path / 'a.json'))
+    assert '0.5:0.95' in stdout
+    assert figures['family'] == 'activitynet' and list(figures['averages']) == ['0.5:0.95']
+    assert figures['averages']['0.5:0.95'] == pytest.approx(np.mean(figures['mAP']), abs=1e-12)
+    assert figures['average_mAP'] > 0   # the small run finds something: the AP is exercised
+    # Every validation video is evaluated, those without features too: their ground truth is
+    # missed (the official convention).
+    validation = [v for v, e in database.items() if e['subset'] == 'validation']
+    assert figures['videos'] == validation
+    assert set(expected['validation']['missing']) <= set(figures['videos_without_predictions'])
+    assert figures['num_instances'] == sum(len(database[v]['annotations']) for v in validation)
+
+    # evaluate's own figures are those of the videos with features (see the xfail below).
+    with_features = {'database': {v: e for v, e in read_json(os.path.join(out, 'gt.json'))[
+        'database'].items() if v not in expected['validation']['missing']}}
+    (tmp_path / 'gt.json').write_text(json.dumps(with_features))
+    _, present = map_report(str(tmp_path / 'gt.json'), results, str(tmp_path / 'b.json'))
+    metrics = read_json(os.path.join(workdir, 'metrics_validation.json'))
+    np.testing.assert_allclose(present['mAP'], metrics['mAP'], atol=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason='evaluate restricts the ground truth to the split file, '
+                   'which prepare writes without the videos lacking features; their ground truth '
+                   'is not counted as missed, so evaluate reports a higher mAP than map')
+def test_activitynet_evaluate_counts_videos_without_features_as_missed(anet_trained, tmp_path):
+    _, out, workdir, _, _ = anet_trained
+    _, figures = map_report(os.path.join(out, 'gt.json'),
+                            os.path.join(workdir, 'results_validation.json'),
+                            str(tmp_path / 'a.json'))
+    metrics = read_json(os.path.join(workdir, 'metrics_validation.json'))
+    np.testing.assert_allclose(metrics['mAP'], figures['mAP'], atol=1e-12)
+
+
+def test_activitynet_detect_with_durations_matches_evaluation(anet_trained, tmp_path):
+    """Durations from the official JSON place detections where evaluation placed them; the
+    release's own v_ID.npy files take the bare id of that JSON."""
+    source, out, workdir, _, _ = anet_trained
+    _, expected = expected_activitynet(source)
+    videos = expected['validation']['with_features'][:3]
+    specs = [os.path.join(source['features'], f'v_{v}.npy') for v in videos[:2]]   # joint
+    specs.append(','.join(os.path.join(out, 'features', 'validation', s, videos[2] + '.npy')
+                          for s in ('rgb', 'flow')))
+    output = str(tmp_path / 'detections.json')
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', output,
+                   '--durations', source['annotation_file'], *specs)
+    assert_ok(proc)
+    assert 'detections for 3 videos' in proc.stdout
+    detected = read_json(output)['results']
+    evaluated = read_json(os.path.join(workdir, 'results_validation.json'))['results']
+    assert list(detected) == videos
+    for video in videos:   # same checkpoint (best), features and durations: same detections
+        a, b = detected[video], evaluated[video]
+        assert a and [d['label'] for d in a] == [d['label'] for d in b]
+        np.testing.assert_allclose([d['score'] for d in a], [d['score'] for d in b], rtol=1e-5)
+        np.testing.assert_allclose([d['segment'] for d in a], [d['segment'] for d in b],
+                                   rtol=1e-6)
+
+
+def test_activitynet_detect_without_durations_says_what_is_needed(anet_trained, tmp_path):
+    source, _, workdir, _, _ = anet_trained
+    spec = os.path.join(source['features'], sorted(os.listdir(source['features']))[0])
+    output = tmp_path / 'detections.json'
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(output), spec)
+    assert_one_line_error(proc, workdir, 'localize.use_duration', '--durations FILE',
+                          command='detect')
+    assert not output.exists()
+
+
+def test_detect_warns_when_durations_are_unused(anet_trained, tmp_path, capsys):
+    from wtal_jax.runs import experiment
+    source, _, workdir, _, _ = anet_trained
+    spec = os.path.join(source['features'], sorted(os.listdir(source['features']))[0])
+    results = experiment.detect(workdir, [spec], output=str(tmp_path / 'd.json'),
+                                durations=source['annotation_file'],
+                                overrides=['localize.use_duration=false'])
+    assert list(results['results']) == [os.path.basename(spec)[:-len('.npy')]]  # name unchanged
+    warning = capsys.readouterr().err.strip()
+    assert warning == (f'warning: --durations {source["annotation_file"]} is unused: {workdir} '
+                       'places detections on the segment grid (localize.use_duration is False)')
+
+
+def test_read_durations_forms(tmp_path):
+    from wtal_jax.runs.experiment import read_durations
+    forms = {'plain.json': {'abc': 12.5, 'def': '3.25'},
+             'objects.json': {'abc': {'duration': 12.5, 'fps': 30.0}, 'def': {'duration': 3.25}},
+             'annotations.json': {'version': 'VERSION 1.3', 'database': {
+                 'abc': {'subset': 'validation', 'duration': 12.5, 'annotations': []},
+                 'def': {'subset': 'testing', 'duration': '3.25', 'annotations': []},
+                 'ghi': {'subset': 'testing', 'annotations': []}}}}   # no duration: left out
+    for name, content in forms.items():
+        (tmp_path / name).write_text(json.dumps(content))
+        assert read_durations(str(tmp_path / name)) == {'abc': 12.5, 'def': 3.25}, name
+
+
+@pytest.mark.parametrize('content,words', [
+    ([1, 2], ['expected a JSON object', 'list']),
+    ({'abc': {'fps': 30}}, ['video abc', 'without "duration"']),
+    ({'abc': -1.0}, ['video abc', 'not positive']),
+    ({'abc': 'long'}, ['video abc', "'long' is not a number"]),
+    ({'database': {'abc': {'subset': 'x', 'duration': 0}}}, ['video abc', 'not positive']),
+])
+def test_read_durations_refuses_bad_files(tmp_path, content, words):
+    from wtal_jax.runs.experiment import read_durations
+    path = tmp_path / 'durations.json'
+    path.write_text(json.dumps(content))
+    with pytest.raises(UserError) as info:
+        read_durations(str(path))
+    assert str(path) in str(info.value) and '\n' not in str(info.value)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_match_durations_prefers_the_exact_id_and_counts_the_missing():
+    from wtal_jax.runs.experiment import match_durations
+    ids, seconds = match_durations(['v_abc', 'def', 'v_ghi'],
+                                   {'abc': 1.0, 'def': 2.0, 'v_ghi': 3.0, 'ghi': 4.0}, 'd.json')
+    assert ids == ['abc', 'def', 'v_ghi']
+    np.testing.assert_array_equal(seconds, [1.0, 2.0, 3.0])
+    with pytest.raises(UserError, match=r'^d.json: no duration for 2 of 3 videos \(e.g. v_x, y\)$'):
+        match_durations(['v_x', 'abc', 'y'], {'abc': 1.0}, 'd.json')
 
 
 def test_separate_float16_streams_are_linked_not_copied(tmp_path):

@@ -200,7 +200,8 @@ def cmd_detect(args, overrides) -> int:
     from wtal_jax.runs import experiment
     check_output_path(args.output, overwrite=args.force)  # before loading anything
     detections = experiment.detect(args.checkpoint, args.features, overrides=overrides,
-                                   output=args.output, which=args.which, seed=args.seed)
+                                   output=args.output, which=args.which, seed=args.seed,
+                                   durations=args.durations)
     print(f'wrote {sum(len(v) for v in detections["results"].values())} detections for '
           f'{len(detections["results"])} videos to {args.output}')
     return 0
@@ -277,6 +278,12 @@ def _add_core_commands(sub) -> None:
     p.add_argument('--output', default='detections.json',
                    help='ActivityNet results file to write')
     p.add_argument('--force', action='store_true', help='replace --output if it exists')
+    p.add_argument('--durations', metavar='FILE',
+                   help='video durations, needed by checkpoints that place detections by '
+                        'duration (localize.use_duration: the ActivityNet configs): a JSON of '
+                        'video -> seconds (or -> {"duration": seconds}), or an annotation file '
+                        'such as activity_net.v1-3.min.json; a v_ID.npy file takes the bare ID '
+                        'where only that has a duration (default: none)')
     p.add_argument('features', nargs='+',
                    help='per video: one .npy of (n, D), or RGB.npy,FLOW.npy joined by a comma')
     p.set_defaults(func=cmd_detect)
