@@ -3,7 +3,9 @@
 Reproduces (paper Table 2): mAP@0.5/0.75/0.95 = 41.2 / 25.6 / 6.0, average (0.5:0.95) 25.9.
 The paper states T = 50 and the evaluation protocol; every other value is set explicitly in
 wtal_jax/config_activitynet.py, marked UNVERIFIED with how it was chosen (the authors released
-no ActivityNet config). Not yet reproduced here.
+no ActivityNet config); r_bkg, the localisation threshold ranges and loss.cls_scale='classes' come
+from a sweep on an ActivityNet-shaped synthetic set (README, "ActivityNet"). Not yet reproduced
+here.
 Data: the layout of `wtal-jax prepare activitynet` (gt.json, split_training.txt,
 split_validation.txt, features/{training,validation}/{rgb,flow}/VIDEO.npy).
 Command:
@@ -11,6 +13,8 @@ Command:
       --features /path/to/features --out /path/to/ActivityNet1.2
   wtal-jax train --config configs/activitynet12.py --workdir runs/anet12 \
       --config.data.root=/path/to/ActivityNet1.2
+  wtal-jax evaluate --workdir runs/anet12     # results_validation.json
+  wtal-jax detect --checkpoint runs/anet12 --durations activity_net.v1-2.min.json v_ID.npy
 """
 
 from wtal_jax.config_activitynet import activitynet_config

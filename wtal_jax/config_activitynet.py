@@ -4,8 +4,11 @@ The paper states, for ActivityNet 1.2 / 1.3 with I3D features: T = 50 segments a
 protocol (mAP at tIoU 0.5:0.95:0.05 on the validation subset). The authors released no ActivityNet
 code or config. Every other value below is set explicitly, none inherited silently from THUMOS'14:
 each is marked UNVERIFIED (the paper does not state it for ActivityNet) with how it was chosen.
-Values chosen by reasoning rather than kept from the THUMOS'14 release are marked "pending the
-sweep": a small sweep on the ActivityNet-shaped synthetic set is to confirm or replace them.
+r_bkg, the two localisation threshold ranges, selection_dropout and loss.cls_scale come from a
+small sweep on an ActivityNet-shaped synthetic set (T = 50, 20 classes, long actions; three seeds
+trained at once, checkpoints chosen on the held-out selection split; README, "ActivityNet"). The
+numbers quoted below are average mAP (tIoU 0.5:0.95, %) on that set's selection split, mean ±
+std over the seeds. Synthetic data cannot confirm them for real I3D features.
 
 Why some values differ from THUMOS'14 at T = 50: ActivityNet videos hold one or a few long actions,
 often covering more than 76% of the video. THUMOS'14's k_bkg = T // 4 (12 of 50) would then put
@@ -46,12 +49,13 @@ def activitynet_config() -> ml_collections.ConfigDict:
     # UNVERIFIED, kept from THUMOS'14 (k_act = 5 of 50): 10% of the video lies inside the action
     # for nearly every ActivityNet video, so the pseudo action segments stay action.
     m.r_act = 9
-    # UNVERIFIED, pending the sweep: k_bkg = 50 // 10 = 5 (THUMOS'14's r_bkg = 4 gives 12, inside
-    # the action of any video it covers more than 76% of); 5 leaves the pseudo background clean
-    # up to 90% coverage while still averaging over several segments.
+    # UNVERIFIED, from the sweep: k_bkg = 50 // 10 = 5. r_bkg 4 / 6 / 10 / 16 / 25 (k_bkg 12 / 8 /
+    # 5 / 3 / 2) scored 56.2 / 62.9 / 64.2 / 63.1 / 61.7 (± 0.9 / 1.7 / 0.9 / 2.0 / 3.3): 6 to 25
+    # tie, and THUMOS'14's k_bkg = T // 4 = 12 is clearly worse, as expected where it puts the
+    # pseudo background inside any action covering more than 76% of the video.
     m.r_bkg = 10
-    # UNVERIFIED: the release's mask, kept; at T = 50 it leaves ~15 segments to pick the 5 from,
-    # so this is the first value for the sweep to vary.
+    # UNVERIFIED, from the sweep: the release's mask, kept; 0.7 / 0.5 / 0 (the paper's) scored
+    # 64.2 / 62.4 / 60.5 (± 0.9 / 1.2 / 2.3).
     m.selection_dropout = 0.7
     m.dtype = 'float32'       # bfloat16 is an option for speed (see README)
 
@@ -62,10 +66,13 @@ def activitynet_config() -> ml_collections.ConfigDict:
                                   # is the same I3D)
     l.cls_variant = 'release'     # UNVERIFIED: the THUMOS'14 release's loss forms, kept
     l.be_variant = 'release'
-    # UNVERIFIED, pending measurement: '1' keeps the release's L_cls, a mean over the C classes,
-    # whose weight against L_um and L_be shrinks 5x / 10x from THUMOS'14's 20 classes to 100 /
-    # 200; 'classes' multiplies it by C (see README, ActivityNet).
-    l.cls_scale = '1'
+    # UNVERIFIED, measured: 'classes' multiplies the release's L_cls, a mean over the C classes,
+    # by C, so that its weight against L_um and L_be does not shrink 5x / 10x from THUMOS'14's
+    # 20 classes to 100 / 200. On the synthetic set the release's '1' stops learning the classes
+    # as C grows (validation classification mAP 100 / 25 / 3 at C = 5 / 20 / 100) where
+    # 'classes' does not (100 / 99.5 / 22); average mAP 55.4 / 7.2 / 0.4 against 56.1 / 64.2 /
+    # 9.6. The default of the other configs stays the release's '1'.
+    l.cls_scale = 'classes'
 
     o = c.optim
     o.learning_rate = 1e-4        # UNVERIFIED: the THUMOS'14 release's value, kept
@@ -86,14 +93,16 @@ def activitynet_config() -> ml_collections.ConfigDict:
     z.use_duration = True         # detections placed in seconds by duration / n
     z.theta_vid = 0.2             # UNVERIFIED: the release's class threshold, kept
     z.upsample = 24               # UNVERIFIED: the release's 24x, kept (1,200 points at T = 50)
-    # UNVERIFIED, pending the sweep: 0, 0.05, ..., 0.45 (THUMOS'14: 0 ... 0.225). Long actions
-    # make the normalised score high over most of the video; thresholds across the rise place
-    # a boundary at several heights of it, which tIoU up to 0.95 rewards, and 0 keeps the
-    # whole-video proposal that a video-long action needs.
-    z.score_thresholds = tuple(round(0.05 * i, 2) for i in range(10))
-    # UNVERIFIED, pending the sweep: 0.2, 0.25, ..., 0.8 (THUMOS'14: 0.4 ... 0.6), for the same
-    # reason on the magnitude.
-    z.magnitude_thresholds = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))
+    # UNVERIFIED, from the sweep: 0, 0.005, ..., 0.045 (THUMOS'14: 0, 0.025, ..., 0.225). The
+    # fused score is min-max normalised per video, so low thresholds give the long proposals
+    # that long actions need. With the magnitude range below, 0:0.045 / 0:0.09 scored 64.2 /
+    # 61.9; with magnitudes 0:0.45, 0:0.0045 / 0:0.018 / 0:0.045 / 0:0.09 / 0:0.135 / 0:0.225 /
+    # 0:0.45 scored 60.0 / 61.5 / 62.9 / 60.1 / 54.9 / 40.5 / 15.0 (README, ActivityNet).
+    z.score_thresholds = tuple(round(0.005 * i, 3) for i in range(10))
+    # UNVERIFIED, from the sweep: 0, 0.025, ..., 0.225 (THUMOS'14: 0.4, ..., 0.6), for the same
+    # reason: with the score range above, 0:0.09 / 0:0.225 / 0:0.45 / 0.1:0.5 / 0.4:0.6 scored
+    # 63.7 / 64.2 / 62.9 / 58.2 / 51.8.
+    z.magnitude_thresholds = tuple(round(0.025 * i, 3) for i in range(10))
     z.min_run_length = 2          # UNVERIFIED: the release's value, kept (1/12 segment here)
     z.outer_ratio = 0.25          # UNVERIFIED: the release's outer-inner contrast, kept
     z.p_act_weight = 0.2          # UNVERIFIED: the release's value, kept
