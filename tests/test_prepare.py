@@ -194,7 +194,7 @@ def test_activitynet_prepared_data_loads_with_the_config(anet_prepared):
 
 
 # ----------------------------------------------------------------------------------------------
-# ... → train with configs/activitynet13.py (small) → evaluate → map --report → detect --durations
+# ... → train (configs/activitynet13.py, small) → evaluate → map --report → detect --durations
 
 SMALL = ['--config.data.feature_dim=16', '--config.model.embed_dim=16',
          '--config.train.batch_size=4', '--config.train.num_steps=4',
