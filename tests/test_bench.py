@@ -1,9 +1,12 @@
-"""``wtal-jax bench`` from a fresh clone: runs without data, on generated THUMOS'14-like videos;
-``--data`` reads the real test split; bad sizes or folders are one line and exit status 2.
+"""``wtal-jax bench`` and ``python -m wtal_jax.bench`` from a fresh clone: runs without data, on
+generated THUMOS'14-like videos; ``--data`` reads the real test split; bad sizes or folders are
+one line and exit status 2.
 
 Speed itself is not asserted here (speed claims live in BENCHMARKS.md); the figures are checked
-for what they count."""
+for what they count and for agreeing with one another."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -12,13 +15,21 @@ import sys
 import numpy as np
 import pytest
 
+from wtal_jax import bench as suite
 from wtal_jax import cli
+from wtal_jax.data import dataset
 from wtal_jax.errors import UserError
+from wtal_jax.runs import loop
 from wtal_jax.tools import bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small network sizes: the benchmark machinery, not the speed, is under test.
 SMALL = ['--feature-dim', '16', '--embed-dim', '16', '--segments', '64', '--repeats', '1']
+# The training loop's benchmarks at small sizes: 3 log windows of 2 steps, 2 of them timed.
+LOOP = ['--feature-dim', '16', '--embed-dim', '16', '--segments', '16', '--batch-size', '4',
+        '--classes', '5', '--train-videos', '6', '--test-videos', '4', '--steps', '6',
+        '--log-every', '2']
+SHAPE_KEYS = ('batch_size', 'segments', 'feature_dim', 'embed_dim', 'classes')
 
 
 def run_bench(capsys, *args):
@@ -107,6 +118,12 @@ def test_the_command_runs_with_no_arguments_from_any_folder(tmp_path):
     (['inference', '--segments', '0', '--repeats', '-1'], ['segments 0', 'repeats -1']),
     (['train-step', '--batch-size', '5', '--devices', '2'], ['batch size 5 does not divide 2']),
     (['train-step', '--batch-size', '4', '--devices', '4'], ['4 devices asked']),
+    (['loop', '--steps', '15'], ['--steps 15 leaves no log window after the first',
+                                 'at least 2 x --log-every = 20']),
+    (['loop', '--eval-every', '-1'], ['--eval-every must be 0']),
+    (['loop', '--feature-dim', '15', '--steps', '2', '--log-every', '1'],
+     ['feature size 15 is odd']),
+    (['seeds', '--num-seeds', '0'], ['seeds 0']),
     (['map', '--config.seed=1'], ['takes no config overrides']),
 ])
 def test_bad_input_is_one_line_exit_2(args, words, capsys, tmp_path, monkeypatch):
@@ -129,3 +146,160 @@ def test_a_broken_data_folder_is_a_user_error(tmp_path):
         bench.thumos14_videos(str(tmp_path))
     with pytest.raises(UserError, match='unknown benchmark'):
         list(bench.run('everything'))
+
+
+# ---------------------------------------------------------------------------------------------
+# The training step, the training loop and many seeds
+
+
+def test_train_step_runs_the_compiled_step_both_ways(capsys):
+    status, out, err = run_bench(capsys, 'train-step', *SMALL, '--batch-size', '4', '--json')
+    assert status == 0, err
+    figures = json.loads(out)
+    assert figures['dtype'] == 'float32' and figures['devices'] == 1
+    assert [figures[k] for k in SHAPE_KEYS] == [4, 64, 16, 16, 20]
+    assert figures['seconds_per_step'] > 0 and figures['host_seconds_per_step'] > 0
+    # FLOPs of one step: 2 x 2BT3DE (conv forward, weight gradient) + 3 x 2BTEC (classifier).
+    flops = 2 * 2 * 4 * 64 * 3 * 16 * 16 + 3 * 2 * 4 * 64 * 16 * 20
+    assert figures['gflops_per_second'] == pytest.approx(
+        flops / figures['seconds_per_step'] / 1e9)
+
+
+def test_loop_rate_is_steps_over_seconds_of_the_windows_after_the_first():
+    rows = [{'step': 5, 'split': 'train', 'seed': 3, 'steps_per_second': 0.1},  # compilation
+            {'step': 5, 'split': 'train', 'seed': 4, 'steps_per_second': 0.1},
+            {'step': 10, 'split': 'train', 'seed': 3, 'steps_per_second': 2.0},
+            {'step': 10, 'split': 'train', 'seed': 4, 'steps_per_second': 2.0},
+            {'step': 10, 'split': 'test', 'seed': 3, 'average_mAP': 0.5},
+            {'step': 12, 'split': 'train', 'seed': 3, 'steps_per_second': 0.5}]
+    rate, steps, seconds = bench.loop_rate(rows)
+    # Steps 6-10 at 2 steps/s (2.5 s), 11-12 at 0.5 steps/s (4 s).
+    assert (steps, seconds) == (7, 6.5)
+    assert rate == pytest.approx(7 / 6.5)
+
+
+def test_the_data_set_is_read_by_the_loader_with_the_lengths_asked(tmp_path):
+    train_lengths, test_lengths = bench.loop_lengths(5, 7)
+    assert train_lengths.min() >= 200 and train_lengths.max() <= 2000
+    np.testing.assert_array_equal(test_lengths, bench.generated_lengths(7))
+    data = bench.write_dataset(str(tmp_path), train_lengths, test_lengths, feature_dim=6,
+                               classes=3)
+    for split, lengths in (('train', train_lengths), ('test', test_lengths)):
+        loaded = dataset.load_split(
+            str(tmp_path), annotation_file='gt.json', split_file=f'split_{split}.txt',
+            feature_dir=f'features/{split}', subset=split, modality='all',
+            class_names=('Class00', 'Class01', 'Class02'), feature_dim=6,
+            require_labels=split == 'train')
+        assert [f.shape for f in loaded.features] == [(n, 6) for n in lengths]
+        assert all(f.min() >= 0 and f.max() < 1 for f in loaded.features)
+        assert data.feature_bytes(split) == sum(lengths) * 6 * 4
+    assert loaded.labels.sum(axis=1).min() >= 1   # every video has an action
+
+
+@pytest.fixture(scope='module')
+def loop_figures(tmp_path_factory):
+    """bench loop at small sizes, through the command line, counting the calls of the real
+    training loop (the spy calls it through)."""
+    calls = []
+    real = loop.train_and_evaluate
+
+    def spy(cfg, workdir, **kw):
+        calls.append((cfg.train.num_steps, cfg.eval.every_steps, cfg.data.root))
+        return real(cfg, workdir, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, 'train_and_evaluate', spy)
+        mp.chdir(tmp_path_factory.mktemp('fresh'))
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            status = cli.main(['bench', 'loop', *LOOP, '--json'])
+    assert status == 0
+    return json.loads(out.getvalue()), calls
+
+
+def test_loop_runs_the_real_training_loop_and_the_step_alone(loop_figures):
+    figures, calls = loop_figures
+    assert len(calls) == 1 and calls[0][:2] == (6, 6)   # one run, evaluated after step 6 only
+    assert not os.path.exists(calls[0][2])              # its temporary data set is gone
+    assert [figures[k] for k in SHAPE_KEYS] == [4, 16, 16, 16, 5]
+    assert (figures['steps'], figures['log_every_steps'], figures['timed_steps'],
+            figures['evaluations'], figures['eval_every_steps']) == (6, 2, 4, 1, 0)
+    assert figures['loop_steps_per_second'] > 0 and figures['step_steps_per_second'] > 0
+    assert figures['loop_to_step_ratio'] == pytest.approx(
+        figures['loop_steps_per_second'] / figures['step_steps_per_second'])
+    assert figures['data_on_device'] is True and figures['loop_wall_seconds'] > 0
+    assert figures['train_videos'] == 6 and figures['test_videos'] == 4
+    assert 6 * 200 <= figures['train_segments'] <= 6 * 2000
+    assert figures['train_feature_bytes'] == figures['train_segments'] * 16 * 4
+    assert figures['host_target_bytes'] == 2 * figures['train_feature_bytes'] + 2 ** 30
+    assert 0 < figures['peak_host_delta_bytes'] < figures['peak_host_bytes']
+    assert figures['peak_device_bytes'] is None   # a CPU reports no memory statistics
+
+
+def test_seeds_compares_n_seeds_at_once_with_n_runs(capsys):
+    status, out, err = run_bench(capsys, 'seeds', *LOOP[:10], '--steps', '2', '--num-seeds', '3')
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == 'seeds:'
+    shown = dict(line.split(None, 1) for line in lines[1:])
+    assert (shown['seeds'], shown['steps'], shown['method']) == ('3', '2', 'compiled step')
+    together, separate = float(shown['together_seconds']), float(shown['separate_seconds'])
+    assert together > 0 and separate > 0
+    # Printed to 4 significant digits.
+    assert float(shown['separate_to_together']) == pytest.approx(separate / together, rel=1e-3)
+    assert float(shown['together_to_one_seed']) == pytest.approx(together / (separate / 3),
+                                                                 rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite
+
+TINY = suite.Scale(bench.Shape(batch_size=2, segments=8, feature_dim=8, embed_dim=8, classes=4),
+                   repeats=1, loop_steps=4, log_every=2, train_videos=3, protocol_steps=8,
+                   protocol_eval_every=4, seed_steps=1)
+
+
+@pytest.fixture(scope='module')
+def suite_output(tmp_path_factory):
+    """The suite at tiny sizes, chosen as the CPU's automatic scale."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(suite.SCALES, 'quick', TINY)
+        mp.chdir(tmp_path_factory.mktemp('fresh'))
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            status = suite.main(['--suite', 'accelerator', '--json'])
+    assert status == 0
+    return json.loads(out.getvalue())
+
+
+def test_the_suite_runs_every_benchmark_on_a_cpu_at_quick_sizes(suite_output):
+    assert (suite_output['platform'], suite_output['scale']) == ('cpu', 'quick')
+    assert 'chosen automatically on a cpu' in suite_output['scale_reason']
+    results = suite_output['results']
+    assert [(r['benchmark'], r.get('dtype')) for r in results] == [
+        ('train-step', 'float32'), ('train-step', 'bfloat16'), ('loop', 'float32'),
+        ('loop', 'bfloat16'), ('protocol', 'float32'), ('seeds', 'float32'),
+        ('inference', None), ('localize+map', None)]
+    loops = results[2:5]
+    assert all(r['train_videos'] == 3 and r['test_videos'] == 210 for r in loops)
+    # One data set for the loops and the protocol.
+    assert len({r['train_segments'] for r in loops}) == 1
+    protocol = results[4]
+    assert (protocol['steps'], protocol['eval_every_steps'], protocol['evaluations']) == (8, 4, 2)
+    assert protocol['step_steps_per_second'] is None   # not timed: nothing extrapolated
+    assert results[5]['seeds'] == 5 and results[5]['steps'] == 1
+    assert suite_output['seconds'] > 0
+
+
+def test_the_suite_table_has_one_row_per_benchmark(suite_output):
+    table = suite.format_table(suite_output['results']).splitlines()
+    assert len(table) == 2 + 8
+    assert all(line.startswith('| ') and line.endswith(' |') and line.count(' | ') == 4
+               for line in table)
+    protocol = table[2 + 4]
+    assert '8 steps, 2 evaluations of 210 test videos' in protocol
+
+
+def test_the_suite_refuses_bad_numbers_in_one_line(capsys):
+    assert suite.main(['--suite', 'accelerator', '--quick', '--protocol-steps', '3']) == 2
+    _, err = capsys.readouterr()
+    assert err.strip().splitlines()[-1] == ('python -m wtal_jax.bench: error: --protocol-steps 3:'
+                                            ' need at least 10')

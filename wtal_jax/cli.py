@@ -328,7 +328,10 @@ def cmd_bench(args, overrides) -> int:
                         feature_dim=args.feature_dim, embed_dim=args.embed_dim,
                         classes=args.classes)
     for figures in bench.run(args.which, shape, data=args.data, devices=args.devices,
-                             repeats=args.repeats):
+                             repeats=args.repeats, dtype=args.dtype, steps=args.steps,
+                             train_videos=args.train_videos, test_videos=args.test_videos,
+                             log_every=args.log_every, eval_every=args.eval_every,
+                             num_seeds=args.num_seeds):
         if args.json:
             print(json.dumps(figures), flush=True)
             continue
@@ -344,22 +347,47 @@ def cmd_bench(args, overrides) -> int:
 def _add_bench(sub) -> None:
     from wtal_jax.tools import bench  # NumPy only; its defaults are the sizes of THUMOS'14
     sizes = bench.Shape()
-    p = _subparser(sub, 'bench', 'benchmarks (train-step, inference, localize, map)',
-                   description='Speed of the training step, inference, localisation and mAP, '
-                               "at THUMOS'14's sizes by default; every rate beside the "
-                               "machine's float32 matmul rate measured in the same run.")
+    p = _subparser(sub, 'bench', 'benchmarks (train-step, loop, seeds, inference, localize, map)',
+                   description='Speed of the training step, the training loop, many seeds at '
+                               "once, inference, localisation and mAP, at THUMOS'14's sizes by "
+                               'default; every figure beside one measured in the same run (the '
+                               "machine's matmul rate, the compiled step alone, one seed). "
+                               'python -m wtal_jax.bench --suite accelerator runs them all.')
     p.add_argument('which', choices=bench.BENCHMARKS,
-                   help='what to time: train-step; inference, localize or map over the test '
-                        'videos (localize and map are timed together); all')
+                   help='what to time: train-step; loop (the real training loop against the '
+                        'compiled step alone); seeds (N seeds at once against N runs of one); '
+                        'inference, localize or map over the test videos (localize and map are '
+                        'timed together); all')
     p.add_argument('--batch-size', type=int, default=sizes.batch_size,
-                   help='B, videos per training step (train-step)')
+                   help='B, videos per training step')
     p.add_argument('--segments', type=int, default=sizes.segments,
                    help='T, segments a video is sampled to')
     p.add_argument('--feature-dim', type=int, default=sizes.feature_dim, help='D, feature size')
     p.add_argument('--embed-dim', type=int, default=sizes.embed_dim, help='E, embedding size')
     p.add_argument('--classes', type=int, default=sizes.classes, help='C, number of classes')
-    p.add_argument('--repeats', type=int, default=3, help='timed repetitions (after a warm-up)')
-    p.add_argument('--devices', type=int, default=1, help='local devices for train-step')
+    p.add_argument('--dtype', choices=bench.DTYPES, default='float32',
+                   help='model.dtype of train-step, loop and seeds: features and matmuls')
+    p.add_argument('--repeats', type=int, default=3,
+                   help='timed repetitions (after a warm-up): steps of train-step, runs of '
+                        'inference, localize and map')
+    p.add_argument('--devices', type=int, default=1,
+                   help='local devices of the mesh for train-step, loop and seeds')
+    p.add_argument('--steps', type=int,
+                   help=f'training steps of loop (default: {bench.LOOP_STEPS}) and of each run '
+                        f'of seeds (default: {bench.SEED_STEPS})')
+    p.add_argument('--log-every', type=int, default=10,
+                   help='loop: train.log_every_steps, the interval of metric fetches and of the '
+                        "loop's own rate; the first window (compilation) is not timed")
+    p.add_argument('--eval-every', type=int, default=0,
+                   help='loop: evaluate the test videos every N steps; 0: only after the last '
+                        'step, which the loop always does and the rate leaves out')
+    p.add_argument('--train-videos', type=int, default=bench.LOOP_TRAIN_VIDEOS,
+                   help="loop: training videos of 200-2,000 segments (the default holds about "
+                        "THUMOS'14's 65,215 training segments, 0.53 GB at D=2048)")
+    p.add_argument('--test-videos', type=int, default=bench.GENERATED_VIDEOS,
+                   help="loop: test videos of THUMOS'14-like lengths")
+    p.add_argument('--num-seeds', type=int, default=5,
+                   help='seeds: N, the seeds trained at once and the runs of one seed')
     p.add_argument('--data', help="folder with THUMOS'14's durations.json, gt.json and "
                                   'split_test.txt: time inference, localize and map on its '
                                   f'test videos (default: {bench.GENERATED_VIDEOS} generated '
