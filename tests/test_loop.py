@@ -1,10 +1,12 @@
 """The training loop: exact resume, retention, divergence, data paths, seeds, devices (SPEC §4)."""
 
+import gc
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import jax
 import numpy as np
@@ -309,3 +311,36 @@ def test_the_progress_line_puts_the_map_first_shows_one_rate_and_fits_80_columns
     assert text.startswith('mAP 41.90 | loss 123.5') and text.count('/s') == 1
     line = tqdm.format_meter(99999, 100000, 35999.0, bar_format=loop.BAR_FORMAT, prefix=text)
     assert len(line) <= 80 and 'mAP 41.90' in line, line
+
+
+def test_training_holds_no_features_of_the_evaluated_splits(data_root, tmp_path, monkeypatch):
+    """The evaluators keep packed copies: the splits' own features (the whole test split) are
+    freed before the first step, not held twice for the whole run."""
+    refs = []
+    load_split, load_training = experiment.load_split, experiment.load_training
+
+    def spy_split(*args, **kw):
+        split = load_split(*args, **kw)
+        refs.extend(weakref.ref(f) for f in split.features)
+        return split
+
+    def spy_training(*args, **kw):
+        training, selection = load_training(*args, **kw)
+        refs.extend(weakref.ref(f) for f in selection.features)
+        return training, selection
+
+    alive = []
+    host_metrics = loop.train.host_metrics
+
+    def spy_metrics(sums):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in refs))
+        return host_metrics(sums)
+
+    monkeypatch.setattr(experiment, 'load_split', spy_split)
+    monkeypatch.setattr(experiment, 'load_training', spy_training)
+    monkeypatch.setattr(loop.train, 'host_metrics', spy_metrics)
+    train(data_root, tmp_path / 'run', '--config.train.num_steps=4',
+          '--config.train.log_every_steps=2', '--config.eval.every_steps=4')
+    assert len(refs) == 8 + 5   # the test split and the selection split were read
+    assert alive == [0, 0]      # and are not held during training
