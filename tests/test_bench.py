@@ -165,6 +165,18 @@ def test_train_step_runs_the_compiled_step_both_ways(capsys):
         flops / figures['seconds_per_step'] / 1e9)
 
 
+def test_train_step_runs_on_a_mesh_of_local_devices(tmp_path):
+    """--devices 2 on two forced CPU devices: each takes half of the batch's rows."""
+    proc = subprocess.run(
+        [sys.executable, '-m', 'wtal_jax', 'bench', 'train-step', *SMALL, '--batch-size', '4',
+         '--devices', '2', '--json'], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env=dict(os.environ, JAX_PLATFORMS='cpu',
+                 XLA_FLAGS='--xla_force_host_platform_device_count=2'))
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    assert figures['devices'] == 2 and figures['seconds_per_step'] > 0
+
+
 def test_loop_rate_is_steps_over_seconds_of_the_windows_after_the_first():
     rows = [{'step': 5, 'split': 'train', 'seed': 3, 'steps_per_second': 0.1},  # compilation
             {'step': 5, 'split': 'train', 'seed': 4, 'steps_per_second': 0.1},
