@@ -663,3 +663,73 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_earlier_
     assert f'step {len(steps) + 1} not saved' in line
     for step in steps:        # each one restores intact, checksums verified
         assert int(params_of(workdir, step).step) == step
+
+
+# ---------------------------------------------------------------------------------------------
+# Other mistakes about run directories and their commands (rows of the README's table)
+
+def _no_config(reference, tmp_path):
+    folder = tmp_path / 'empty'
+    folder.mkdir()
+    return [str(folder)], ['config.json: not found', 'a wtal_jax run directory?']
+
+
+def _no_checkpoints(reference, tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+    return [workdir], [workdir, 'no checkpoint in checkpoints/']
+
+
+def _checkpoints_is_a_file(reference, tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+    with open(os.path.join(workdir, 'checkpoints'), 'w') as f:
+        f.write('x')
+    return [workdir], [os.path.join(workdir, 'checkpoints'), 'exists and is not a folder']
+
+
+def _step_not_saved(reference, tmp_path):
+    return ['--checkpoint', os.path.join(reference, 'checkpoints', '5')], [
+        'no checkpoint at step 5 (saved: 2, 4, 6, 8)']
+
+
+# name -> (argv after the command name, from (reference, tmp_path): (more argv, words))
+RUN_MISTAKES = {
+    'evaluate, no such folder': (
+        ['evaluate', '--workdir'], lambda r, t: ([str(t / 'nope')], ['nope: no such run directory'])),
+    'evaluate, no config.json': (['evaluate', '--workdir'], _no_config),
+    'evaluate, no checkpoints': (['evaluate', '--workdir'], _no_checkpoints),
+    'evaluate, checkpoints is a file': (
+        ['evaluate', '--workdir'],
+        lambda r, t: (_checkpoints_is_a_file(r, t)[0], ['no checkpoint in checkpoints/'])),
+    'train, checkpoints is a file': (['train', '--quiet', '--workdir'], _checkpoints_is_a_file),
+    'evaluate, a step not saved': (['evaluate'], _step_not_saved),
+    'evaluate, an unknown split': (
+        ['evaluate', '--split', 'validation', '--workdir'],
+        lambda r, t: ([r], ["no split 'validation': one of test, selection, train"])),
+    'evaluate, no workdir': (['evaluate'], lambda r, t: ([], ['evaluate needs --workdir'])),
+    'train, bad --seeds': (
+        ['train', '--seeds', '0,0', '--workdir'],
+        lambda r, t: ([r], ['--seeds 0,0: expected distinct non-negative seeds'])),
+    'detect, one video id twice': (
+        ['detect', '--which', 'latest', '--checkpoint'],
+        lambda r, t: ([r, '--output', str(t / 'd.json'), str(t / 'a' / 'v.npy'),
+                       str(t / 'b' / 'v.npy')],
+                      ["the same video id comes from several files: ['v']"])),
+}
+
+
+@pytest.mark.parametrize('case', sorted(RUN_MISTAKES))
+def test_run_directory_mistakes_are_one_line(case, reference, tmp_path, capsys):
+    from wtal_jax import cli
+    argv, make = RUN_MISTAKES[case]
+    more, words = make(reference, tmp_path)
+    before = snapshot(reference)
+    status = cli.main([*argv, *more])
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith(INFORMATION)]
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith(f'wtal-jax {argv[0]}: error: '), err
+    for word in words:
+        assert word in err[0], (word, err[0])
+    assert snapshot(reference) == before
