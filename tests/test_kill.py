@@ -18,13 +18,11 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
-from wtal_jax import config
 from wtal_jax.runs import checkpointing, experiment
 from wtal_jax.runs.rundir import METRICS_FILE, REPORT_FILE, RunDir
 
-from test_loop import TINY, without_timing
+from test_loop import TINY, data_root, without_timing  # noqa: F401 (a fixture)
 from test_rundir import cli_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,14 +37,6 @@ SEED = 2026
 # What each kill aims at; the step it aims at is drawn at random.
 KILLS = ('save', 'metrics', 'start', 'save', 'metrics', 'save')
 TMP = '.orbax-checkpoint-tmp'
-
-
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('data') / 'synthetic')
-    experiment.prepare_dataset(config.load_config(CONFIG, TINY + [f'--config.data.root={root}']),
-                               progress=False)
-    return root
 
 
 def command(root, workdir):

@@ -24,7 +24,7 @@ from wtal_jax.errors import UserError
 from wtal_jax.runs import checkpointing, experiment
 from wtal_jax.runs.rundir import METRICS_FILE, RunDir
 
-from test_loop import TINY, without_timing
+from test_loop import TINY, data_root, without_timing  # noqa: F401 (a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'synthetic.py')
@@ -178,15 +178,7 @@ def flip_a_byte_orbax_loads(workdir, step) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Fixtures: the data, and one uninterrupted run through the command line
-
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('data') / 'synthetic')
-    experiment.prepare_dataset(config.load_config(CONFIG, TINY + [f'--config.data.root={root}']),
-                               progress=False)
-    return root
-
+# One uninterrupted run through the command line (the data: test_loop.data_root)
 
 @pytest.fixture(scope='module')
 def reference(data_root, env, tmp_path_factory):
@@ -696,7 +688,8 @@ def _step_not_saved(reference, tmp_path):
 # name -> (argv after the command name, from (reference, tmp_path): (more argv, words))
 RUN_MISTAKES = {
     'evaluate, no such folder': (
-        ['evaluate', '--workdir'], lambda r, t: ([str(t / 'nope')], ['nope: no such run directory'])),
+        ['evaluate', '--workdir'],
+        lambda r, t: ([str(t / 'nope')], ['nope: no such run directory'])),
     'evaluate, no config.json': (['evaluate', '--workdir'], _no_config),
     'evaluate, no checkpoints': (['evaluate', '--workdir'], _no_checkpoints),
     'evaluate, checkpoints is a file': (
