@@ -44,6 +44,23 @@ RESUMABLE_CHANGES = ('train.num_steps', 'train.log_every_steps', 'train.prefetch
                      'checkpoint.every_steps', 'data.root')
 
 
+# A config is sections of fields whose values are numbers, names or lists of them: JSON nested
+# deeper than this was not written by us, and could make the config's own checks recurse.
+MAX_CONFIG_NESTING = 8
+
+
+def _nesting(value) -> int:
+    """How deeply JSON objects and lists nest in ``value`` (0 for a number), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                  else item))
+    return deepest
+
+
 def warn(message: str) -> None:
     """One line on stderr for something the user should know but that does not stop us."""
     print(f'warning: {message}', file=sys.stderr)
@@ -174,10 +191,9 @@ class RunDir:
             raise UserError(f'{path}: unreadable config ({e})') from None
         except RecursionError:
             raise UserError(f'{path}: unreadable config (nested too deeply)') from None
-        try:
-            return config_lib.from_dict(values, source=path)
-        except RecursionError:   # JSON the parser reads, nested too deeply for the config
-            raise UserError(f'{path}: unreadable config (nested too deeply)') from None
+        if _nesting(values) > MAX_CONFIG_NESTING:   # before anything walks it recursively
+            raise UserError(f'{path}: unreadable config (nested too deeply)')
+        return config_lib.from_dict(values, source=path)
 
     def write_config(self, cfg) -> None:
         if self.primary:
