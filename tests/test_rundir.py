@@ -602,17 +602,27 @@ def test_a_tampered_config_is_one_line(reference, data_root, env, tmp_path):
         'bad_values': (json.dumps(bad), ['train.batch_size=-3', "optim.learning_rate='fast'"]),
         'not_json': ('{"train": {', ['unreadable config']),
         'not_an_object': ('[1, 2]', ['expected a JSON object']),
-        # Deeper than the JSON parser goes, and deep enough for the config to recurse.
+        # Deeper than the JSON parser goes; parsed, but deep enough for the config to recurse
+        # (under Python's default recursion limit); deeper than any config, far from the limit.
         'nested_100000': ('[' * 100000 + ']' * 100000, ['nested too deeply']),
         'nested_900': ('{"a": ' * 900 + '1' + '}' * 900, ['nested too deeply']),
+        'nested_10': (json.dumps(dict(saved, train=dict(saved['train'], batch_size=[[[[[[[[
+            1]]]]]]]]))), ['nested too deeply']),
     }
+    limit = sys.getrecursionlimit()
     for name, (text, words) in cases.items():
         workdir = _tampered(reference, tmp_path, text)
-        with pytest.raises(UserError) as info:
-            RunDir(workdir).read_config()
-        message = str(info.value)
-        assert '\n' not in message and message.startswith(os.path.join(workdir, 'config.json'))
-        assert all(w in message for w in words), (name, message)
+        for recursion_limit in (1000, 10000):   # the same answer whatever the limit
+            sys.setrecursionlimit(recursion_limit)
+            try:
+                with pytest.raises(UserError) as info:
+                    RunDir(workdir).read_config()
+            finally:
+                sys.setrecursionlimit(limit)
+            message = str(info.value)
+            assert '\n' not in message
+            assert message.startswith(os.path.join(workdir, 'config.json'))
+            assert all(w in message for w in words), (name, recursion_limit, message)
         shutil.rmtree(workdir)
     workdir = _tampered(reference, tmp_path, cases['nested_900'][0])
     before = snapshot(workdir, lock=False)
