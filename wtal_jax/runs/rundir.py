@@ -100,6 +100,7 @@ class RunDir:
         self._manager = None
         self._orbax_logs = None
         self._saving = None   # the step whose asynchronous save may still be running
+        self._write_failed = False
         self._lock = None
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
@@ -139,7 +140,7 @@ class RunDir:
                     self.wait()
                 finally:
                     manager, self._manager = self._manager, None
-                    manager.close()
+                    self._writing(manager.close)
         finally:
             if self._orbax_logs is not None:
                 self._orbax_logs.detach()
@@ -380,6 +381,8 @@ class RunDir:
         self._saving = None
 
     def _writing(self, action) -> None:
+        """Runs an Orbax call that writes, turning a refused write into one OSError. Orbax
+        may raise one failure several times (from each of its threads): said once."""
         try:
             action()
         except Exception as e:
@@ -390,8 +393,12 @@ class RunDir:
             step, self._saving = self._saving, None
             if self._orbax_logs is not None:
                 self._orbax_logs.take()   # Orbax's logs of this failure: said in one line
-            raise OSError(number, f'checkpoint of step {step} not saved ({reason}); the steps '
-                                  'saved before it are intact', self.checkpoint_dir) from None
+            if self._write_failed:
+                return
+            self._write_failed = True
+            what = 'the last checkpoint' if step is None else f'checkpoint of step {step}'
+            raise OSError(number, f'{what} not saved ({reason}); the steps saved before it '
+                                  'are intact', self.checkpoint_dir) from None
 
     def restore(self, abstract_state, *, step: int | None = None,
                 candidates: list[int] | None = None, quiet: bool = False):
