@@ -100,13 +100,21 @@ class HeldErrorLogs(logging.Filter):
     def __init__(self):
         super().__init__()
         self.held: list[str] = []
+        self.silenced = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and record.pathname.startswith(_ORBAX_DIR):
-            text = record.getMessage().strip().splitlines()
-            self.held.append(text[0][:300] if text else 'error')
+            if not self.silenced:
+                text = record.getMessage().strip().splitlines()
+                self.held.append(text[0][:300] if text else 'error')
             return False
         return True
+
+    def silence(self) -> None:
+        """Drops Orbax's error logs from now on, for the rest of the process: after a failed
+        save, its threads may go on logging the failure (already said) as they wind down, up
+        to the interpreter's exit."""
+        self.held, self.silenced = [], True
 
     def take(self) -> list[str]:
         """The held messages, once each, in order; then forgets them."""
@@ -274,14 +282,43 @@ def _is_abandoned_io(unraisable) -> bool:
     return inspect.iscoroutine(obj) and obj.cr_code.co_filename.startswith(_ORBAX_DIR)
 
 
+def _raised_in_orbax(error: BaseException | None) -> bool:
+    tb = error.__traceback__ if error is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith(_ORBAX_DIR):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+# How TensorStore's errors begin: an absl status code, e.g. "RESOURCE_EXHAUSTED: ".
+_TENSORSTORE_STATUS = re.compile(r'[A-Z][A-Z_]+: ')
+
+
+class _AbandonedTaskLogs(logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" for the tasks and TensorStore
+    futures that Orbax abandoned (their failure is the one Orbax raises in the caller)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if 'exception was never retrieved' not in text.split('\n')[0]:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not (_ORBAX_DIR in text or _raised_in_orbax(error) or (
+            error is not None and _TENSORSTORE_STATUS.match(str(error))))
+
+
 def _drop_abandoned_io_reports() -> None:
     """Installs, once per process, a hook that drops Python's reports of abandoned array reads
-    and writes and passes every other report on.
+    and writes and passes every other report on, and the same filter for asyncio's log.
 
     When one array of a damaged step cannot be read (or the disk fills up during a save), Orbax
     gives up the others, and each would print a traceback, from another thread and at any
     later moment: dozens for a problem reported in one line already.
     """
+    asyncio_log = logging.getLogger('asyncio')
+    if not any(isinstance(f, _AbandonedTaskLogs) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_AbandonedTaskLogs())
     if getattr(sys.unraisablehook, 'drops_abandoned_io', False):
         return
     previous = sys.unraisablehook

@@ -143,9 +143,12 @@ class RunDir:
                     self._writing(manager.close)
         finally:
             if self._orbax_logs is not None:
-                self._orbax_logs.detach()
-                for line in self._orbax_logs.take():
-                    warn(f'orbax: {line}')
+                if self._write_failed:
+                    self._orbax_logs.silence()   # and stays attached: see silence()
+                else:
+                    self._orbax_logs.detach()
+                    for line in self._orbax_logs.take():
+                        warn(f'orbax: {line}')
                 self._orbax_logs = None
             if self._lock is not None:
                 self._lock.close()  # closing the descriptor releases the flock
