@@ -12,7 +12,14 @@ pieces it is made of.
 """
 
 import contextlib
+import errno
+import gc
+import inspect
+import json
+import logging
 import os
+import re
+import sys
 
 from absl import logging as absl_logging
 import jax
@@ -22,6 +29,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 CHECKPOINT_DIR = 'checkpoints'
+_ORBAX_DIR = os.path.dirname(os.path.abspath(ocp.__file__))
 
 
 class CorruptCheckpoint(Exception):
@@ -52,12 +60,73 @@ def open_manager(directory: str, *, keep: int, best_key: str | None = None,
                      for s in range(num_seeds)]
     # Orbax writes a step's metrics to disk only when ``best_fn`` is set; without them on disk
     # a resumed run would forget which earlier step was best and delete it.
+    # Readers open without reading every step's metrics (``lightweight_initialize``): one
+    # damaged metrics file would stop them; they read a step's metrics when they need them.
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocm.AnyPreservationPolicy(policies), read_only=read_only,
         create=not read_only, enable_async_checkpointing=not read_only, best_fn=best_fn,
-        best_mode=best_mode, save_interval_steps=0 if read_only else 1)
+        best_mode=best_mode, save_interval_steps=0 if read_only else 1,
+        lightweight_initialize=read_only)
+    _drop_abandoned_io_reports()
     with absl_errors_only(read_only):  # read-only managers warn that they are read-only
         return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def step_metrics_problem(step_dir: str) -> str | None:
+    """Why the metrics item of a step folder cannot be read (None when it can, or is absent).
+
+    Orbax reads every step's metrics when a writer's manager opens, and stops at the first
+    damaged one; the run directory checks them first.
+    """
+    path = os.path.join(step_dir, 'metrics', 'metrics')
+    try:
+        with open(path, encoding='utf-8') as f:
+            metrics = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        return f'metrics unreadable ({describe(e)})'
+    return None if isinstance(metrics, dict) else 'metrics unreadable (not a JSON object)'
+
+
+class HeldErrorLogs(logging.Filter):
+    """Holds back Orbax's error logs, tracebacks from its background threads included.
+
+    Orbax logs a failure where it happens (often in a thread) and raises it again in the
+    caller, where it becomes one line; the logs would add dozens. Those that no exception
+    accounts for are given back as one line each by :meth:`take`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[str] = []
+        self.silenced = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.pathname.startswith(_ORBAX_DIR):
+            if not self.silenced:
+                text = record.getMessage().strip().splitlines()
+                self.held.append(text[0][:300] if text else 'error')
+            return False
+        return True
+
+    def silence(self) -> None:
+        """Drops Orbax's error logs from now on, for the rest of the process: after a failed
+        save, its threads may go on logging the failure (already said) as they wind down, up
+        to the interpreter's exit."""
+        self.held, self.silenced = [], True
+
+    def take(self) -> list[str]:
+        """The held messages, once each, in order; then forgets them."""
+        held, self.held = list(dict.fromkeys(self.held)), []
+        return held
+
+    def attach(self) -> 'HeldErrorLogs':
+        absl_logging.get_absl_logger().addFilter(self)
+        return self
+
+    def detach(self) -> None:
+        absl_logging.get_absl_logger().removeFilter(self)
 
 
 @contextlib.contextmanager
@@ -142,10 +211,17 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
 def restore_meta(manager: ocp.CheckpointManager, step: int) -> dict:
     """The JSON ``meta`` item of ``step``."""
     try:
-        return manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore())).meta
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception as e:  # orbax raises many types for a damaged folder
-        raise CorruptCheckpoint(f'step {step}: meta unreadable ({_first_line(e)})') from None
+        reason = describe(e, manager.directory)
+    else:
+        reason = None
+    if reason is not None:
+        gc.collect()   # the abandoned reads, reported (and dropped) now
+        raise CorruptCheckpoint(f'step {step}: meta unreadable ({reason})')
+    if not isinstance(meta, dict):
+        raise CorruptCheckpoint(f'step {step}: meta unreadable (not a JSON object)')
+    return meta
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state) -> tuple[object, dict]:
@@ -165,9 +241,14 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state) -> tuple[
         state = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state))).state
     except Exception as e:  # tensorstore, JSON and shape errors alike mean "damaged"
-        raise CorruptCheckpoint(f'step {step}: arrays unreadable ({_first_line(e)})') from None
+        reason = describe(e, manager.directory)
+    else:
+        reason = None
+    if reason is not None:   # (outside the handler, which holds the failed reads)
+        gc.collect()   # the abandoned reads, reported (and dropped) now
+        raise CorruptCheckpoint(f'step {step}: arrays unreadable ({reason})')
     expected = meta.get('checksums')
-    if expected is None:
+    if not isinstance(expected, dict):
         raise CorruptCheckpoint(f'step {step}: no checksums recorded')
     found, _ = checksums(state)
     differ = sorted(k for k in expected.keys() | found.keys()
@@ -177,9 +258,99 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state) -> tuple[
     return state, meta
 
 
-def _first_line(error: BaseException) -> str:
+def describe(error: BaseException, folder: str = '') -> str:
+    """One short line for an error: its innermost cause, where the detail is (TensorStore's
+    outer errors print a whole spec), as ``Type: first line``, paths shown relative to
+    ``folder``."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
     text = str(error).strip().splitlines()
-    return f'{type(error).__name__}: {text[0][:200]}' if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text[0].replace(os.path.join(os.fspath(folder), ''), '') if folder else text[0]
+    return f'{type(error).__name__}: {line[:200]}'
+
+
+def _is_abandoned_io(unraisable) -> bool:
+    """Python's report of an array read or write that Orbax left behind when another one of the
+    same restore or save failed: the unfinished coroutine, collected, or TensorStore completing
+    it into the closed event loop."""
+    if isinstance(unraisable.exc_value, RuntimeError) and unraisable.object is None and \
+            str(unraisable.exc_value) == 'Event loop is closed':
+        return True
+    obj = unraisable.object
+    return inspect.iscoroutine(obj) and obj.cr_code.co_filename.startswith(_ORBAX_DIR)
+
+
+def _raised_in_orbax(error: BaseException | None) -> bool:
+    tb = error.__traceback__ if error is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith(_ORBAX_DIR):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+# How TensorStore's errors begin: an absl status code, e.g. "RESOURCE_EXHAUSTED: ".
+_TENSORSTORE_STATUS = re.compile(r'[A-Z][A-Z_]+: ')
+
+
+class _AbandonedTaskLogs(logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" for the tasks and TensorStore
+    futures that Orbax abandoned (their failure is the one Orbax raises in the caller)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if 'exception was never retrieved' not in text.split('\n')[0]:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not (_ORBAX_DIR in text or _raised_in_orbax(error) or (
+            error is not None and _TENSORSTORE_STATUS.match(str(error))))
+
+
+def _drop_abandoned_io_reports() -> None:
+    """Installs, once per process, a hook that drops Python's reports of abandoned array reads
+    and writes and passes every other report on, and the same filter for asyncio's log.
+
+    When one array of a damaged step cannot be read (or the disk fills up during a save), Orbax
+    gives up the others, and each would print a traceback, from another thread and at any
+    later moment: dozens for a problem reported in one line already.
+    """
+    asyncio_log = logging.getLogger('asyncio')
+    if not any(isinstance(f, _AbandonedTaskLogs) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_AbandonedTaskLogs())
+    if getattr(sys.unraisablehook, 'drops_abandoned_io', False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _is_abandoned_io(unraisable):
+            previous(unraisable)
+    hook.drops_abandoned_io = True
+    sys.unraisablehook = hook
+
+
+# TensorStore reports a refused write as a ValueError whose text starts with a status.
+_IO_STATUSES = ('RESOURCE_EXHAUSTED', 'PERMISSION_DENIED', 'UNAVAILABLE', 'DATA_LOSS')
+
+
+def write_failure(error: BaseException) -> tuple[int | None, str] | None:
+    """(errno, reason) when ``error`` (from a save, perhaps raised again from Orbax's background
+    thread) is the system refusing to write (a full disk, a permission, a lost mount); None for
+    anything else, which is a bug and keeps its traceback."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.errno, seen.strerror or str(seen)
+        text = str(seen)
+        code = re.search(r"os_error_code='?(\d+)", text)
+        if code:
+            number = int(code.group(1))
+            return number, os.strerror(number)
+        if text.startswith(_IO_STATUSES):
+            return errno.EIO, text.splitlines()[0][:200]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def abstract_like(tree, sharding=None):

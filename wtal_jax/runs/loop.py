@@ -123,44 +123,46 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     procs = distributed.current()
-    if procs.primary:
-        experiment.prepare_dataset(cfg, progress=progress)
-    distributed.barrier('wtal_jax:data')
-    if not cfg.data.root:
-        raise UserError('data.root is empty: pass --config.data.root=FOLDER')
-    # Saved absolute, so that the run can be evaluated or plotted from any directory.
-    cfg.data.root = os.path.abspath(cfg.data.root)
-    seeds = experiment.run_seeds(cfg)
-    names = experiment.class_names(cfg)
-    test_name = cfg.data.test.subset
-    show = progress and procs.primary
-    train_split, selection_split = experiment.load_training(cfg, names, progress=show)
-    eval_splits = {}
-    if cfg.checkpoint.select == 'selection':
-        eval_splits[SELECTION] = selection_split
-        if not len(selection_split):
-            raise UserError(f'checkpoint.select=selection, but data.selection_fraction='
-                            f'{cfg.data.selection_fraction:g} holds out no training video')
-    eval_splits[test_name] = experiment.load_split(cfg, test_name, names, progress=show)
-    if procs.primary:
-        _note_splits(cfg, {cfg.data.train.subset: train_split, **eval_splits})
-        if SELECTION in eval_splits:
-            note(f'note: {len(eval_splits[SELECTION])} of the {len(train_split) + len(eval_splits[SELECTION])}'
-                 f' training videos are held out to select the checkpoint '
-                 f'(data.selection_fraction={cfg.data.selection_fraction:g})')
-
-    built = experiment.build(cfg, names)
-    devices = distributed.training_devices(cfg.train.num_devices)
-    if cfg.train.batch_size % len(devices):
-        raise UserError(f'batch size {cfg.train.batch_size} does not divide {len(devices)} '
-                        'devices')
-    mesh = train.make_mesh(devices)
-    replicated = train.replicated(mesh)
-    rows_per_process = cfg.train.batch_size // procs.count
-    rows = slice(procs.index * rows_per_process, (procs.index + 1) * rows_per_process)
-    fingerprint = experiment.data_fingerprint(train_split)
-
+    # The run directory first: a second writer is refused before any work.
     with RunDir(workdir, write=True, primary=procs.primary) as run:
+        if procs.primary:
+            experiment.prepare_dataset(cfg, progress=progress)
+        distributed.barrier('wtal_jax:data')
+        if not cfg.data.root:
+            raise UserError('data.root is empty: pass --config.data.root=FOLDER')
+        # Saved absolute, so that the run can be evaluated or plotted from any directory.
+        cfg.data.root = os.path.abspath(cfg.data.root)
+        seeds = experiment.run_seeds(cfg)
+        names = experiment.class_names(cfg)
+        test_name = cfg.data.test.subset
+        show = progress and procs.primary
+        train_split, selection_split = experiment.load_training(cfg, names, progress=show)
+        eval_splits = {}
+        if cfg.checkpoint.select == 'selection':
+            eval_splits[SELECTION] = selection_split
+            if not len(selection_split):
+                raise UserError(f'checkpoint.select=selection, but data.selection_fraction='
+                                f'{cfg.data.selection_fraction:g} holds out no training video')
+        eval_splits[test_name] = experiment.load_split(cfg, test_name, names, progress=show)
+        if procs.primary:
+            _note_splits(cfg, {cfg.data.train.subset: train_split, **eval_splits})
+            if SELECTION in eval_splits:
+                held_out = len(eval_splits[SELECTION])
+                note(f'note: {held_out} of the {len(train_split) + held_out}'
+                     f' training videos are held out to select the checkpoint '
+                     f'(data.selection_fraction={cfg.data.selection_fraction:g})')
+
+        built = experiment.build(cfg, names)
+        devices = distributed.training_devices(cfg.train.num_devices)
+        if cfg.train.batch_size % len(devices):
+            raise UserError(f'batch size {cfg.train.batch_size} does not divide {len(devices)} '
+                            'devices')
+        mesh = train.make_mesh(devices)
+        replicated = train.replicated(mesh)
+        rows_per_process = cfg.train.batch_size // procs.count
+        rows = slice(procs.index * rows_per_process, (procs.index + 1) * rows_per_process)
+        fingerprint = experiment.data_fingerprint(train_split)
+
         run.manager(cfg, num_seeds=len(seeds))
         saved = run.steps()
         start = 0
@@ -181,8 +183,8 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
             if cfg.train.init_from:
                 loop_state['train'] = _init_from(cfg, names, built)
             loop_state = distributed.replicate(loop_state, replicated)
+        run.restart_metrics(start)   # first: it may refuse a damaged log, changing nothing
         run.write_config(cfg)
-        run.restart_metrics(start)
 
         # Training data: on the device (one table, gathered in the step) or the host.
         batchers = [pipeline.TrainBatches(
@@ -230,7 +232,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
             return pipeline.seed_batch(batchers, step, rows=rows, offsets=offsets)
 
         def last_good() -> str:
-            run.manager().wait_until_finished()
+            run.wait()
             steps = run.steps()
             return f'step {steps[-1]} in {workdir}' if steps else 'none'
 

@@ -7,17 +7,20 @@ Layout of ``WORKDIR``::
     checkpoints/STEP/  orbax checkpoints (see ``checkpointing``)
     report.json        the final report of a training run
     .lock              held (flock) by the one process that writes this run
+    damaged_checkpoints/STEP/  steps a resumed training found damaged, set aside
 
 :class:`RunDir` owns all of it: one writer at a time (a second is refused with the holder's
 process id; the kernel releases the lock of a killed process, so a stale lock never blocks),
 one checkpoint manager (closed on exit), checksummed restore with fallback to the newest intact
 step, a crash-safe metrics log, and the check that a resumed run is the same run on the same
-data. Every problem is a one-line :class:`~wtal_jax.errors.UserError`.
+data. Every problem is a one-line :class:`~wtal_jax.errors.UserError`, or, where the system
+refused a write (a full disk), a one-line ``OSError`` naming the file or folder.
 """
 
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -31,6 +34,7 @@ CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 REPORT_FILE = 'report.json'
 LOCK_FILE = '.lock'
+DAMAGED_DIR = 'damaged_checkpoints'
 
 # Fields that may change between a run and its resumption: how long, how often, where from,
 # and how the work is spread over devices and host threads.
@@ -38,6 +42,23 @@ RESUMABLE_CHANGES = ('train.num_steps', 'train.log_every_steps', 'train.prefetch
                      'train.prefetch_workers', 'train.num_devices', 'train.data_on_device',
                      'train.device_memory_fraction', 'eval.every_steps', 'eval.chunk_segments',
                      'checkpoint.every_steps', 'data.root')
+
+
+# A config is sections of fields whose values are numbers, names or lists of them: JSON nested
+# deeper than this was not written by us, and could make the config's own checks recurse.
+MAX_CONFIG_NESTING = 8
+
+
+def _nesting(value) -> int:
+    """How deeply JSON objects and lists nest in ``value`` (0 for a number), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                  else item))
+    return deepest
 
 
 def warn(message: str) -> None:
@@ -77,6 +98,9 @@ class RunDir:
         self.write = write
         self.primary = primary
         self._manager = None
+        self._orbax_logs = None
+        self._saving = None   # the step whose asynchronous save may still be running
+        self._write_failed = False
         self._lock = None
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
@@ -95,17 +119,37 @@ class RunDir:
     def __enter__(self) -> 'RunDir':
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except (OSError, UserError) as e:   # the error on its way out is the one to report
+            warn(_one_line(e))
 
     def close(self) -> None:
-        """Waits for pending checkpoint writes, closes the manager, releases the lock."""
+        """Waits for pending checkpoint writes, closes the manager, releases the lock.
+
+        Raises:
+          OSError: the last checkpoint could not be written (see :meth:`wait`).
+        """
         try:
             if self._manager is not None:
-                self._manager.wait_until_finished()
-                self._manager.close()
-                self._manager = None
+                try:
+                    self.wait()
+                finally:
+                    manager, self._manager = self._manager, None
+                    self._writing(manager.close)
         finally:
+            if self._orbax_logs is not None:
+                if self._write_failed:
+                    self._orbax_logs.silence()   # and stays attached: see silence()
+                else:
+                    self._orbax_logs.detach()
+                    for line in self._orbax_logs.take():
+                        warn(f'orbax: {line}')
+                self._orbax_logs = None
             if self._lock is not None:
                 self._lock.close()  # closing the descriptor releases the flock
                 self._lock = None
@@ -151,6 +195,8 @@ class RunDir:
             raise UserError(f'{path}: unreadable config ({e})') from None
         except RecursionError:
             raise UserError(f'{path}: unreadable config (nested too deeply)') from None
+        if _nesting(values) > MAX_CONFIG_NESTING:   # before anything walks it recursively
+            raise UserError(f'{path}: unreadable config (nested too deeply)')
         return config_lib.from_dict(values, source=path)
 
     def write_config(self, cfg) -> None:
@@ -200,10 +246,11 @@ class RunDir:
         return rows
 
     def restart_metrics(self, step: int) -> None:
-        """Keeps the rows up to ``step`` (none for 0): the rows a resumed run has not redone."""
+        """Keeps the rows up to ``step``: the rows a resumed run has not redone. A fresh start
+        (0) keeps none, without reading them (they may be those of a crashed start)."""
         if not self.primary:
             return
-        rows = [r for r in self.read_metrics() if r['step'] <= step]
+        rows = [r for r in self.read_metrics() if r['step'] <= step] if step else []
         if rows or os.path.exists(self.metrics_path):
             write_text_atomic(self.metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
 
@@ -212,9 +259,13 @@ class RunDir:
         nothing it has written); ``sync`` makes it durable at checkpoints."""
         if not self.primary:
             return
-        with open(self.metrics_path, 'a', encoding='utf-8') as f:
-            f.write(json.dumps(row, allow_nan=False) + '\n')
-            f.flush()
+        try:
+            with open(self.metrics_path, 'a', encoding='utf-8') as f:
+                f.write(json.dumps(row, allow_nan=False) + '\n')
+                f.flush()
+        except OSError as e:   # a full disk: a torn last line at worst, dropped on resume
+            raise OSError(e.errno, f'{e.strerror or e} (the row of step {row["step"]} not '
+                                   'written)', self.metrics_path) from None
 
     def sync_metrics(self) -> None:
         if self.primary and os.path.exists(self.metrics_path):
@@ -234,20 +285,52 @@ class RunDir:
         ``checkpoint.select``); readers open it read-only.
         """
         if self._manager is None:
+            folder = self.checkpoint_dir
+            if os.path.exists(folder) and not os.path.isdir(folder):
+                raise UserError(f'{folder}: exists and is not a folder')
             if self.write:
                 if cfg is None:
                     raise ValueError('a writer opens its manager with the config first')
-                key = best_key(cfg)
-                self._manager = checkpointing.open_manager(
-                    self.checkpoint_dir, keep=cfg.checkpoint.keep, best_key=key,
-                    best_mode=cfg.checkpoint.best_mode, num_seeds=num_seeds)
-            else:
-                if not os.path.isdir(self.checkpoint_dir):
-                    raise UserError(f'{self.path}: no checkpoint in '
-                                    f'{checkpointing.CHECKPOINT_DIR}/')
-                self._manager = checkpointing.open_manager(self.checkpoint_dir, keep=1,
-                                                           read_only=True)
+                self._set_aside_unreadable_metrics()
+            elif not os.path.isdir(folder):
+                raise UserError(f'{self.path}: no checkpoint in {checkpointing.CHECKPOINT_DIR}/')
+            logs = checkpointing.HeldErrorLogs().attach()
+            try:
+                if self.write:
+                    manager = checkpointing.open_manager(
+                        folder, keep=cfg.checkpoint.keep, best_key=best_key(cfg),
+                        best_mode=cfg.checkpoint.best_mode, num_seeds=num_seeds)
+                else:
+                    manager = checkpointing.open_manager(folder, keep=1, read_only=True)
+            except BaseException:
+                logs.detach()
+                raise
+            self._manager, self._orbax_logs = manager, logs
         return self._manager
+
+    def _set_aside_unreadable_metrics(self) -> None:
+        """Sets aside the steps whose metrics item is damaged: a writer's manager reads every
+        step's metrics (to keep each seed's best) and would stop at the first such step."""
+        if not (self.primary and os.path.isdir(self.checkpoint_dir)):
+            return
+        for name in sorted(os.listdir(self.checkpoint_dir)):
+            if name.isdigit():
+                problem = checkpointing.step_metrics_problem(
+                    os.path.join(self.checkpoint_dir, name))
+                if problem:
+                    warn(f'{self.checkpoint_dir}: step {name}: {problem}; moved to '
+                         f'{self._set_aside(int(name))}')
+
+    def _set_aside(self, step: int) -> str:
+        """Moves a damaged step out of the checkpoints into ``damaged_checkpoints/``, where it
+        neither blocks a new save of that step nor passes for a good checkpoint."""
+        folder = os.path.join(self.path, DAMAGED_DIR)
+        os.makedirs(folder, exist_ok=True)
+        target, n = os.path.join(folder, str(step)), 1
+        while os.path.exists(target):
+            target, n = os.path.join(folder, f'{step}.{n}'), n + 1
+        shutil.move(os.path.join(self.checkpoint_dir, str(step)), target)
+        return target
 
     def steps(self) -> list[int]:
         """Saved steps, oldest first ([] when there is no checkpoint folder)."""
@@ -256,10 +339,19 @@ class RunDir:
         return sorted(self.manager().all_steps())
 
     def best_step(self, key: str, mode: str, seed: int = 0) -> int | None:
-        """The saved step with the best value of metric ``key`` for ``seed``, or None."""
+        """The saved step with the best value of metric ``key`` for ``seed``, or None.
+
+        A step whose metrics cannot be read is left out, with a warning.
+        """
         manager = self.manager()
         scored = []
-        for step in manager.all_steps():
+        for step in sorted(manager.all_steps()):
+            problem = checkpointing.step_metrics_problem(os.path.join(self.checkpoint_dir,
+                                                                      str(step)))
+            if problem:
+                warn(f'{self.checkpoint_dir}: step {step}: {problem}; left out of the choice '
+                     'of the best step')
+                continue
             metrics = manager.metrics(step)
             if metrics and key in metrics:
                 scored.append((metrics[key][seed], step))
@@ -268,9 +360,48 @@ class RunDir:
         return (max if mode == 'max' else min)(scored)[1]
 
     def save(self, step: int, state, meta: dict, metrics: dict | None) -> None:
-        """Starts an asynchronous save of ``state`` with ``meta`` (checksums added here)."""
+        """Starts an asynchronous save of ``state`` with ``meta`` (which holds its checksums).
+
+        Raises:
+          OSError: this step, or the previous one still being written, could not be written
+            (see :meth:`wait`).
+        """
+        self.wait()   # the previous save's failure, named as its own
         self.sync_metrics()  # rows up to this step are durable before it is
-        checkpointing.save(self.manager(), step, state, meta, metrics)
+        self._saving = step
+        self._writing(lambda: checkpointing.save(self.manager(), step, state, meta, metrics))
+
+    def wait(self) -> None:
+        """Waits until the checkpoint being written asynchronously is complete.
+
+        Raises:
+          OSError: the system refused the write (a full disk): one line naming the checkpoint
+            folder and the step. Orbax commits a step by renaming it at the end, so the steps
+            saved before it are intact.
+        """
+        if self._manager is not None:
+            self._writing(self._manager.wait_until_finished)
+        self._saving = None
+
+    def _writing(self, action) -> None:
+        """Runs an Orbax call that writes, turning a refused write into one OSError. Orbax
+        may raise one failure several times (from each of its threads): said once."""
+        try:
+            action()
+        except Exception as e:
+            failure = checkpointing.write_failure(e)
+            if failure is None:
+                raise
+            number, reason = failure
+            step, self._saving = self._saving, None
+            if self._orbax_logs is not None:
+                self._orbax_logs.take()   # Orbax's logs of this failure: said in one line
+            if self._write_failed:
+                return
+            self._write_failed = True
+            what = 'the last checkpoint' if step is None else f'checkpoint of step {step}'
+            raise OSError(number, f'{what} not saved ({reason}); the steps saved before it '
+                                  'are intact', self.checkpoint_dir) from None
 
     def restore(self, abstract_state, *, step: int | None = None,
                 candidates: list[int] | None = None, quiet: bool = False):
@@ -293,23 +424,44 @@ class RunDir:
         if not candidates:
             raise UserError(f'{self.path}: no checkpoint in {checkpointing.CHECKPOINT_DIR}/')
         problems = []
-        for n, candidate in enumerate(candidates):
+        for candidate in candidates:
             try:
                 state, meta = checkpointing.restore(manager, candidate, abstract_state)
             except checkpointing.CorruptCheckpoint as e:
-                problems.append(str(e))
-                if not quiet and n + 1 < len(candidates):
-                    warn(f'{self.checkpoint_dir}: {e}; falling back to step '
-                         f'{candidates[n + 1]}')
+                problems.append((candidate, str(e)))
+                if self._orbax_logs is not None:
+                    self._orbax_logs.take()   # Orbax's logs of this damage: said in one line
                 continue
+            self._report_damaged(problems, candidate, quiet=quiet)
             return state, meta, candidate
-        raise UserError(f'{self.checkpoint_dir}: no intact checkpoint ({"; ".join(problems)})')
+        raise UserError(f'{self.checkpoint_dir}: no intact checkpoint '
+                        f'({"; ".join(p for _, p in problems)})')
+
+    def _report_damaged(self, problems: list[tuple[int, str]], restored: int, *,
+                        quiet: bool) -> None:
+        """One warning per damaged step tried before ``restored``. A writer (a resumed
+        training) sets aside those newer than ``restored``: it will save those steps again."""
+        set_aside = self.write and self.primary
+        fallbacks = [s for s, _ in problems[1:]] + [restored]
+        for (step, problem), fallback in zip(problems, fallbacks):
+            moved = f'; moved to {self._set_aside(step)}' \
+                if set_aside and step > restored else ''
+            if not quiet:
+                warn(f'{self.checkpoint_dir}: {problem}{moved}; falling back to step {fallback}')
+        if set_aside and any(step > restored for step, _ in problems):
+            self._manager.reload()
 
     def restore_meta(self, step: int) -> dict:
         try:
             return checkpointing.restore_meta(self.manager(), step)
         except checkpointing.CorruptCheckpoint as e:
             raise UserError(f'{self.checkpoint_dir}: {e}') from None
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f'{os.fsdecode(error.filename)}: {error.strerror}'
+    return str(error)
 
 
 def best_key(cfg) -> str | None:

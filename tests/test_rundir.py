@@ -1,0 +1,738 @@
+"""The run directory (issue 11): one writer at a time, damaged checkpoints skipped with a one-line
+warning, a crash-safe metrics log, and one line for a run folder, config or disk that is wrong.
+
+What a user sees is checked through the real command line (``python -m wtal_jax``) in
+subprocesses; the variants of one problem are checked on :class:`RunDir` itself.
+"""
+
+import glob
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from wtal_jax import config
+from wtal_jax.errors import UserError
+from wtal_jax.runs import checkpointing, experiment
+from wtal_jax.runs.rundir import METRICS_FILE, RunDir
+
+from test_loop import TINY, data_root, without_timing  # noqa: F401 (a fixture)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, 'configs', 'synthetic.py')
+# A 3-step log window cut by checkpoints every 2 steps; evaluations every 4; 8 steps kept.
+RUN = ['--config.train.log_every_steps=3', '--config.eval.every_steps=4',
+       '--config.checkpoint.every_steps=2', '--config.checkpoint.keep=4']
+STEPS = '--config.train.num_steps=8'
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the command line
+
+def cli_env(cache: str) -> dict:
+    # Every subprocess compiles the same small programs: they share them through JAX's
+    # persistent cache, a test-speed measure (the compiled code is the same either way). The
+    # cache writes its entries in place, so a process may read one that another is writing,
+    # warn and compile it again: that warning is the cache's, not ours, and is silenced.
+    return dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=cache,
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+                PYTHONWARNINGS='ignore:Error reading persistent compilation cache entry')
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    return cli_env(str(tmp_path_factory.getbasetemp() / 'jax-compilation-cache'))
+
+
+def start(env, *args, cwd=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, '-m', 'wtal_jax', *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=cwd)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def wtal(env, *args, cwd=None) -> subprocess.CompletedProcess:
+    return finish(start(env, *args, cwd=cwd))
+
+
+def train_args(root, workdir, *extra):
+    return ['train', '--config', CONFIG, '--workdir', workdir, '--quiet', *TINY,
+            f'--config.data.root={root}', *extra]
+
+
+def assert_ok(proc):
+    assert proc.returncode == 0, f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}'
+    assert 'Traceback' not in proc.stderr, proc.stderr
+
+
+# What train says about its data and its start before it may fail: information, not errors.
+INFORMATION = ('note: ', 'training data: ', 'resuming from step ')
+
+
+def assert_one_line_error(proc, command, *words, status=2):
+    """Exit ``status``, and on stderr one error line (after train's information, if any)."""
+    assert proc.returncode == status, f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}'
+    lines = [line for line in proc.stderr.strip().splitlines()
+             if not line.startswith(INFORMATION)]
+    assert len(lines) == 1, proc.stderr
+    assert proc.stderr.strip().endswith(lines[0]) and 'Traceback' not in proc.stderr
+    assert lines[0].startswith(f'wtal-jax {command}: error: '), lines[0]
+    for word in words:
+        assert str(word) in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def warnings_of(proc) -> list[str]:
+    """The stderr lines, each of which must be a one-line warning."""
+    lines = proc.stderr.strip().splitlines()
+    assert all(line.startswith('warning: ') for line in lines), proc.stderr
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder's files
+
+def snapshot(folder, *, lock=True) -> dict[str, bytes]:
+    """Every file under ``folder``: path relative to it -> content (the lock file, naming the
+    last process that wrote the run, left out unless ``lock``)."""
+    files = {}
+    for base, _, names in os.walk(folder):
+        for name in names:
+            if name == '.lock' and not lock:
+                continue
+            path = os.path.join(base, name)
+            with open(path, 'rb') as f:
+                files[os.path.relpath(path, folder)] = f.read()
+    return files
+
+
+def saved_steps(workdir) -> list[int]:
+    folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
+
+
+def data_files(workdir, step) -> list[str]:
+    """The files in which orbax stores the arrays of ``step``, largest first."""
+    pattern = os.path.join(workdir, checkpointing.CHECKPOINT_DIR, str(step), 'state',
+                           'ocdbt.process_*', 'd', '*')
+    return sorted(glob.glob(pattern), key=os.path.getsize, reverse=True)
+
+
+def truncate(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+
+
+def on_one_device(tree):
+    return checkpointing.abstract_like(
+        tree, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+
+
+def orbax_restore(workdir, step):
+    """``step``'s state as orbax alone restores it, without our checksums."""
+    cfg = RunDir(workdir).read_config()
+    abstract = experiment.abstract_state(cfg, experiment.class_names(cfg),
+                                         jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    with checkpointing.open_manager(os.path.join(workdir, checkpointing.CHECKPOINT_DIR),
+                                    keep=1, read_only=True) as manager:
+        return jax.device_get(manager.restore(step, args=checkpointing.ocp.args.Composite(
+            state=checkpointing.ocp.args.StandardRestore(abstract))).state)
+
+
+def flip_a_byte_orbax_loads(workdir, step) -> str:
+    """Flips one byte of ``step``'s largest array data file, at the first place from its middle
+    where orbax still loads the step, with other values: the damage a checksum must catch."""
+    original = orbax_restore(workdir, step)
+    path = data_files(workdir, step)[0]
+    with open(path, 'rb') as f:
+        data = bytearray(f.read())
+    for offset in range(len(data) // 2, len(data)):
+        data[offset] ^= 0x10
+        with open(path, 'wb') as f:
+            f.write(data)
+        try:
+            changed = orbax_restore(workdir, step)
+        except Exception:  # this byte breaks the compressed stream: orbax would notice
+            data[offset] ^= 0x10
+            continue
+        differ = [a for a, b in zip(jax.tree.leaves(original), jax.tree.leaves(changed))
+                  if not np.array_equal(a, b, equal_nan=True)]
+        assert len(differ) == 1, 'one flipped byte changes one array'
+        return path
+    raise AssertionError(f'no byte of {path} flips silently')
+
+
+# ---------------------------------------------------------------------------------------------
+# One uninterrupted run through the command line (the data: test_loop.data_root)
+
+@pytest.fixture(scope='module')
+def reference(data_root, env, tmp_path_factory):
+    """8 steps, checkpoints 2, 4, 6, 8 kept, evaluations at 4 and 8."""
+    workdir = str(tmp_path_factory.mktemp('reference') / 'run')
+    proc = wtal(env, *train_args(data_root, workdir, *RUN, STEPS))
+    assert_ok(proc)
+    assert saved_steps(workdir) == [2, 4, 6, 8]
+    return workdir
+
+
+def copy_run(reference, tmp_path, name='run') -> str:
+    workdir = str(tmp_path / name)
+    shutil.copytree(reference, workdir)
+    return workdir
+
+
+def params_of(workdir, step=None):
+    path = workdir if step is None else os.path.join(workdir, 'checkpoints', str(step))
+    return jax.device_get(experiment.load_checkpoint(path, which='latest').state)
+
+
+def rows_of(workdir):
+    return RunDir(workdir).read_metrics(quiet=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. One writer at a time
+
+HOLD = ('import sys; from wtal_jax.runs.rundir import RunDir; '
+        'run = RunDir(sys.argv[1], write=True); print("holding", flush=True); sys.stdin.read()')
+
+
+def hold(env, workdir) -> subprocess.Popen:
+    """Another process that holds ``workdir`` as its writer until its stdin closes."""
+    proc = subprocess.Popen([sys.executable, '-c', HOLD, workdir], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == 'holding', proc.stderr.read()
+    return proc
+
+
+def test_a_second_training_is_refused_naming_the_holder_and_touches_nothing(
+        reference, data_root, env, tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    holder = hold(env, workdir)
+    try:
+        before = snapshot(workdir)
+        # The same run, longer; and another config in the same folder.
+        procs = [start(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=12')),
+                 start(env, *train_args(data_root, workdir, *RUN, STEPS, '--config.loss.alpha=0'))]
+        for proc in map(finish, procs):
+            assert_one_line_error(proc, 'train', workdir, f'in use by process {holder.pid} ',
+                                  'another --workdir')
+        assert snapshot(workdir) == before
+        # Readers do not need the lock.
+        assert RunDir(workdir).read_config().train.num_steps == 8
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+
+
+def test_the_lock_of_a_killed_process_does_not_block_the_next_writer(reference, env, tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    holder = hold(env, workdir)
+    with pytest.raises(UserError, match=f'in use by process {holder.pid} '):
+        RunDir(workdir, write=True)
+    holder.kill()                  # SIGKILL: no chance to clean up
+    holder.wait(timeout=60)
+    with RunDir(workdir, write=True):
+        with open(os.path.join(workdir, '.lock')) as f:
+            assert f.read().startswith(f'process {os.getpid()} ')
+    with RunDir(workdir, write=True):   # and released again on close
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Damaged checkpoints: the newest intact one, with a one-line warning per damaged step
+
+@pytest.fixture(scope='module')
+def damaged(reference, tmp_path_factory):
+    """The reference run with a byte of step 8's arrays flipped (orbax would load it) and a
+    data file of step 6 cut in half."""
+    workdir = copy_run(reference, tmp_path_factory.mktemp('damaged'))
+    flip_a_byte_orbax_loads(workdir, 8)
+    truncate(data_files(workdir, 6)[0])
+    return workdir
+
+
+def test_resume_falls_back_past_damaged_checkpoints_and_reaches_the_same_result(
+        reference, damaged, data_root, env, tmp_path):
+    workdir = copy_run(damaged, tmp_path)
+    proc = wtal(env, *train_args(data_root, workdir, *RUN, STEPS))
+    assert_ok(proc)
+    lines = proc.stderr.strip().splitlines()
+    warned = [line for line in lines if line.startswith('warning: ')]
+    assert len(warned) == 2, proc.stderr
+    assert 'step 8: checksum mismatch in' in warned[0] and 'falling back to step 6' in warned[0]
+    assert 'step 6: arrays unreadable' in warned[1] and 'falling back to step 4' in warned[1]
+    assert f'resuming from step 4 in {workdir}' in lines
+    # The damaged steps are kept aside, out of the run's checkpoints.
+    aside = os.path.join(workdir, 'damaged_checkpoints')
+    assert sorted(os.listdir(aside)) == ['6', '8']
+    assert all(str(os.path.join(aside, s)) in w for s, w in zip(('8', '6'), warned))
+    # Steps 5-8 trained again: the parameters and rows of the uninterrupted run.
+    assert saved_steps(workdir) == [2, 4, 6, 8]
+    for a, b in zip(jax.tree.leaves(params_of(reference)), jax.tree.leaves(params_of(workdir))):
+        assert np.array_equal(a, b)
+    assert without_timing(rows_of(workdir)) == without_timing(rows_of(reference))
+
+
+def test_evaluate_and_detect_fall_back_to_the_newest_intact_step(reference, damaged, data_root,
+                                                                 env, tmp_path):
+    before = snapshot(os.path.join(damaged, 'checkpoints'))
+    video = sorted(os.listdir(os.path.join(data_root, 'features', 'test', 'rgb')))[0]
+    spec = ','.join(os.path.join(data_root, 'features', 'test', s, video) for s in ('rgb', 'flow'))
+    out = tmp_path / 'detections.json'
+    evaluate = start(env, 'evaluate', '--workdir', damaged, '--which', 'latest', '--quiet',
+                     cwd=str(tmp_path))
+    detect = start(env, 'detect', '--checkpoint', damaged, '--which', 'latest', '--output', out,
+                   spec, cwd=str(tmp_path))
+    for proc in map(finish, (evaluate, detect)):
+        assert_ok(proc)
+        warned = warnings_of(proc)
+        assert len(warned) == 2
+        assert 'step 8: checksum mismatch' in warned[0] and 'falling back to step 6' in warned[0]
+        assert 'step 6: arrays unreadable' in warned[1] and 'falling back to step 4' in warned[1]
+    # Readers move nothing; step 4's figures are those the training logged at step 4.
+    assert snapshot(os.path.join(damaged, 'checkpoints')) == before
+    with open(os.path.join(damaged, 'metrics_test.json')) as f:
+        evaluated = json.load(f)
+    logged = next(r for r in rows_of(reference) if r['step'] == 4 and r['split'] == 'test')
+    assert evaluated['step'] == 4
+    assert evaluated['average_mAP'] == pytest.approx(logged['average_mAP'], abs=1e-9)
+    assert json.loads(out.read_text())['results'].keys() == {video[:-len('.npy')]}
+
+
+def test_with_every_step_damaged_each_command_is_one_line_and_changes_nothing(
+        reference, data_root, env, tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    for step in saved_steps(workdir):
+        for path in data_files(workdir, step):
+            truncate(path)
+    before = snapshot(workdir, lock=False)
+    procs = {'evaluate': start(env, 'evaluate', '--workdir', workdir, '--quiet'),
+             'train': start(env, *train_args(data_root, workdir, *RUN, STEPS))}
+    for command, proc in procs.items():
+        line = assert_one_line_error(finish(proc), command, 'no intact checkpoint')
+        for step in (2, 4, 6, 8):
+            assert f'step {step}: arrays unreadable' in line
+    assert snapshot(workdir, lock=False) == before
+
+
+def test_the_divergence_message_names_an_intact_checkpoint(data_root, env, tmp_path):
+    """Step 5's rate of 1e30 makes step 6's loss non-finite. The first run stops at step 4
+    (checkpoints 2 and 4); step 4 is then damaged, and the run resumed from step 2 with no
+    checkpoint on the way: the last good checkpoint is step 2, not the damaged step 4."""
+    workdir = str(tmp_path / 'run')
+    rates = '--config.optim.lr_list=[0.001,0.001,0.001,0.001,1e30]'
+    common = ['--config.train.log_every_steps=1', '--config.eval.every_steps=100', rates]
+    assert_ok(wtal(env, *train_args(data_root, workdir, *common, '--config.train.num_steps=4',
+                                    '--config.checkpoint.every_steps=2')))
+    assert saved_steps(workdir) == [2, 4]
+    flip_a_byte_orbax_loads(workdir, 4)
+    proc = wtal(env, *train_args(data_root, workdir, *common, '--config.train.num_steps=8',
+                                 '--config.checkpoint.every_steps=1000'))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    warned = [line for line in lines if line.startswith('warning: ')]
+    assert len(warned) == 1 and 'step 4: checksum mismatch' in warned[0]
+    assert lines[-1] == (f'wtal-jax train: error: non-finite loss between steps 6 and 6; last '
+                         f'good checkpoint: step 2 in {workdir}')
+    assert 'Traceback' not in proc.stderr
+    assert saved_steps(workdir) == [2]
+    state = params_of(workdir)       # the step named restores intact
+    assert int(state.step) == 2
+
+
+def _small_state(value):
+    # Large enough (and random enough) to be stored in data files, not inline in orbax's index.
+    rng = np.random.default_rng(value)
+    return {'w': rng.standard_normal((64, 48)).astype(np.float32),
+            'n': np.arange(5, dtype=np.int32) * value}
+
+
+def _small_run(path, steps=(1, 2, 3)):
+    """A run folder with small checkpoints at ``steps`` (each with selection metrics)."""
+    cfg = config.load_config(CONFIG, TINY + ['--config.checkpoint.keep=10'])
+    with RunDir(path, write=True) as run:
+        run.write_config(cfg)
+        run.manager(cfg)
+        for step in steps:
+            state = _small_state(step)
+            run.save(step, state, {'checksums': checkpointing.checksums(state)[0]},
+                     {'selection/average_mAP': [0.1 * step]})
+    return cfg
+
+
+def _edit_json(path, change):
+    with open(path) as f:
+        value = json.load(f)
+    change(value)
+    with open(path, 'w') as f:
+        json.dump(value, f)
+
+
+def _garbage(path):
+    with open(path, 'w') as f:
+        f.write('{"not json')
+
+
+# name -> (damage done to checkpoints/3, words of the warning)
+DAMAGE = {
+    'meta_not_json': (lambda d: _garbage(f'{d}/meta/metadata'), 'meta unreadable'),
+    'meta_missing': (lambda d: shutil.rmtree(f'{d}/meta'), 'meta unreadable'),
+    'no_checksums': (lambda d: _edit_json(f'{d}/meta/metadata', lambda m: m.pop('checksums')),
+                     'no checksums recorded'),
+    'checksum_edited': (lambda d: _edit_json(f'{d}/meta/metadata',
+                                             lambda m: m['checksums'].update({"['w']": 1})),
+                        "checksum mismatch in ['w']"),
+    'state_missing': (lambda d: shutil.rmtree(f'{d}/state'), 'arrays unreadable'),
+    'tree_metadata_not_json': (lambda d: _garbage(f'{d}/state/_METADATA'), 'arrays unreadable'),
+    'index_truncated': (lambda d: [truncate(p) for p in glob.glob(f'{d}/state/d/*')],
+                        'arrays unreadable'),
+    'data_files_deleted': (lambda d: [os.remove(p) for p in
+                                      glob.glob(f'{d}/state/ocdbt.process_*/d/*')],
+                           'arrays unreadable'),
+    'data_files_truncated': (lambda d: [truncate(p) for p in
+                                        glob.glob(f'{d}/state/ocdbt.process_*/d/*')],
+                             'arrays unreadable'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(DAMAGE))
+def test_a_damaged_item_of_the_newest_step_is_skipped_with_one_warning(case, tmp_path, capsys):
+    path = str(tmp_path / 'run')
+    _small_run(path)
+    damage, words = DAMAGE[case]
+    damage(os.path.join(path, 'checkpoints', '3'))
+    abstract = on_one_device(_small_state(0))
+    with RunDir(path) as run:
+        state, _, step = run.restore(abstract)
+    assert step == 2 and np.array_equal(state['w'], _small_state(2)['w'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('warning: '), err
+    assert f'step 3: {words}' in err[0] and 'falling back to step 2' in err[0]
+    # A writer (a resumed training) sets the damaged step aside, out of the way of its saves.
+    cfg = config.load_config(CONFIG, TINY + ['--config.checkpoint.keep=10'])
+    with RunDir(path, write=True) as run:
+        run.manager(cfg)
+        _, _, step = run.restore(abstract, quiet=True)
+        assert step == 2 and run.steps() == [1, 2]
+        state = _small_state(3)
+        run.save(3, state, {'checksums': checkpointing.checksums(state)[0]}, None)
+    assert os.listdir(os.path.join(path, 'damaged_checkpoints')) == ['3']
+    with RunDir(path) as run:
+        assert run.restore(abstract)[2] == 3
+
+
+def test_a_step_with_unreadable_metrics_is_left_out_of_the_best_and_set_aside_by_a_writer(
+        tmp_path, capsys):
+    path = str(tmp_path / 'run')
+    cfg = _small_run(path)
+    _garbage(os.path.join(path, 'checkpoints', '3', 'metrics', 'metrics'))
+    with RunDir(path) as run:   # a reader: evaluate, detect, plot
+        assert run.steps() == [1, 2, 3]
+        assert run.best_step('selection/average_mAP', 'max') == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'step 3: metrics unreadable' in err[0], err
+    with RunDir(path, write=True) as run:   # a writer needs every step's metrics to keep the best
+        run.manager(cfg)
+        assert run.steps() == [1, 2]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'step 3: metrics unreadable' in err[0] and 'moved to' in err[0]
+
+
+def test_every_step_damaged_is_one_error(tmp_path):
+    path = str(tmp_path / 'run')
+    _small_run(path, steps=(1, 2))
+    for step in (1, 2):
+        _garbage(os.path.join(path, 'checkpoints', str(step), 'meta', 'metadata'))
+    with RunDir(path) as run:
+        with pytest.raises(UserError, match='no intact checkpoint .step 2: meta unreadable .*; '
+                                            'step 1: meta unreadable') as info:
+            run.restore(on_one_device(_small_state(0)))
+    assert '\n' not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. metrics.jsonl
+
+def test_a_torn_last_metrics_line_is_dropped_by_resume_and_plot(reference, data_root, env,
+                                                                tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    with open(os.path.join(workdir, METRICS_FILE), 'a') as f:
+        f.write('{"step": 9, "split": "tr')
+    torn = f'dropped a torn last line {len(rows_of(reference)) + 1} '
+    plot = start(env, 'plot', '--workdir', workdir, '--which', 'latest', '--quiet',
+                 '--out', tmp_path / 'plots')
+    proc = finish(plot)
+    assert_ok(proc)
+    assert len(warnings_of(proc)) == 1 and torn in proc.stderr
+    assert os.path.isfile(tmp_path / 'plots' / 'curves.png')
+    resume = wtal(env, *train_args(data_root, workdir, *RUN, STEPS))
+    assert_ok(resume)
+    assert torn in resume.stderr
+    with open(os.path.join(workdir, METRICS_FILE)) as f, \
+            open(os.path.join(reference, METRICS_FILE)) as g:
+        assert f.read() == g.read()   # the torn line is gone; nothing else changed
+
+
+def test_a_damaged_metrics_line_before_the_last_is_one_line_and_changes_nothing(
+        reference, data_root, env, tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    path = os.path.join(workdir, METRICS_FILE)
+    with open(path) as f:
+        lines = f.readlines()
+    lines[1] = lines[1][:20] + '\n'
+    with open(path, 'w') as f:
+        f.writelines(lines)
+    before = snapshot(workdir, lock=False)
+    procs = {'train': start(env, *train_args(data_root, workdir, *RUN,
+                                             '--config.train.num_steps=12')),
+             'plot': start(env, 'plot', '--workdir', workdir, '--quiet', '--out',
+                           tmp_path / 'plots')}
+    for command, proc in procs.items():
+        assert_one_line_error(finish(proc), command, path, 'line 2 is not a metrics row')
+    assert snapshot(workdir, lock=False) == before
+
+
+def test_rows_of_a_run_killed_before_its_first_checkpoint_are_not_repeated(data_root, env,
+                                                                           tmp_path):
+    workdir = str(tmp_path / 'run')
+    path = os.path.join(workdir, METRICS_FILE)
+    killed = start(env, *train_args(data_root, workdir, '--config.train.log_every_steps=1',
+                                    '--config.checkpoint.every_steps=1000',
+                                    '--config.eval.every_steps=1000',
+                                    '--config.train.num_steps=1000'))
+    deadline = time.monotonic() + 240
+    while not (os.path.exists(path) and open(path).read().count('\n') >= 3):
+        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read()
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    assert not saved_steps(workdir)
+    first = without_timing(rows_of(workdir))
+    assert len(first) >= 3
+    proc = wtal(env, *train_args(data_root, workdir, '--config.train.log_every_steps=1',
+                                 '--config.checkpoint.every_steps=1000',
+                                 '--config.eval.every_steps=2', '--config.train.num_steps=2'))
+    assert_ok(proc)
+    rows = without_timing(rows_of(workdir))
+    assert [(r['step'], r['split']) for r in rows] == [
+        (1, 'train'), (2, 'train'), (2, 'selection'), (2, 'test')]
+    assert rows[:2] == first[:2]   # the same steps again, once
+
+
+def test_restart_keeps_the_rows_up_to_the_restored_step(tmp_path, capsys):
+    path = str(tmp_path / 'run')
+    rows = [{'step': s, 'split': 'train', 'loss': 0.5 * s} for s in (1, 2, 3, 4)]
+    with RunDir(path, write=True) as run:
+        for row in rows:
+            run.append_metrics(row)
+        with open(run.metrics_path, 'a') as f:
+            f.write('{"step": 5, "spl')
+        run.restart_metrics(2)
+        assert run.read_metrics() == rows[:2]
+        assert 'torn last line 5' in capsys.readouterr().err
+        run.restart_metrics(0)           # a fresh start keeps none, even of a damaged file
+        assert run.read_metrics() == []
+        with open(run.metrics_path, 'w') as f:
+            f.write('garbage\n{"step": 1}\n')
+        run.restart_metrics(0)
+        with open(run.metrics_path) as f:
+            assert f.read() == ''
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. A run folder that is a file, a tampered config, a full disk
+
+def test_a_run_folder_that_is_a_file_is_one_line_for_every_command(reference, data_root, env,
+                                                                   tmp_path):
+    path = tmp_path / 'run'
+    path.write_text('not a folder')
+    spec = glob.glob(os.path.join(data_root, 'features', 'test', 'rgb', '*.npy'))[0]
+    is_a_file = [str(path), 'exists and is not a folder']
+    commands = {   # name -> (arguments, words of the message)
+        'train': (train_args(data_root, path, STEPS), is_a_file),
+        'evaluate': (['evaluate', '--workdir', path], is_a_file),
+        'detect': (['detect', '--checkpoint', path, '--output', tmp_path / 'd.json', spec],
+                   is_a_file),
+        'train into a file': (train_args(data_root, path / 'run', STEPS),
+                              [str(path / 'run'), 'cannot create the run folder',
+                               'Not a directory']),
+    }
+    if importlib.util.find_spec('matplotlib'):   # the [viz] extra
+        commands['plot'] = (['plot', '--workdir', path], is_a_file)
+    if importlib.util.find_spec('torch'):        # the [torch] extra
+        commands['export-torch'] = (['export-torch', '--workdir', path, tmp_path / 'model.pkl'],
+                                    is_a_file)
+    procs = {name: start(env, *args) for name, (args, _) in commands.items()}
+    for name, proc in procs.items():
+        assert_one_line_error(finish(proc), name.split()[0], *commands[name][1])
+    assert path.read_text() == 'not a folder'
+    assert sorted(os.listdir(tmp_path)) == ['run']
+
+
+def _tampered(reference, tmp_path, text) -> str:
+    workdir = copy_run(reference, tmp_path)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        f.write(text)
+    return workdir
+
+
+def test_a_tampered_config_is_one_line(reference, data_root, env, tmp_path):
+    with open(os.path.join(reference, 'config.json')) as f:
+        saved = json.load(f)
+    bad = json.loads(json.dumps(saved))
+    bad['train']['batch_size'] = -3
+    bad['optim']['learning_rate'] = 'fast'
+    cases = {
+        'bad_values': (json.dumps(bad), ['train.batch_size=-3', "optim.learning_rate='fast'"]),
+        'not_json': ('{"train": {', ['unreadable config']),
+        'not_an_object': ('[1, 2]', ['expected a JSON object']),
+        # Deeper than the JSON parser goes; parsed, but deep enough for the config to recurse
+        # (under Python's default recursion limit); deeper than any config, far from the limit.
+        'nested_100000': ('[' * 100000 + ']' * 100000, ['nested too deeply']),
+        'nested_900': ('{"a": ' * 900 + '1' + '}' * 900, ['nested too deeply']),
+        'nested_10': (json.dumps(dict(saved, train=dict(saved['train'], batch_size=[[[[[[[[
+            1]]]]]]]]))), ['nested too deeply']),
+    }
+    limit = sys.getrecursionlimit()
+    for name, (text, words) in cases.items():
+        workdir = _tampered(reference, tmp_path, text)
+        for recursion_limit in (1000, 10000):   # the same answer whatever the limit
+            sys.setrecursionlimit(recursion_limit)
+            try:
+                with pytest.raises(UserError) as info:
+                    RunDir(workdir).read_config()
+            finally:
+                sys.setrecursionlimit(limit)
+            message = str(info.value)
+            assert '\n' not in message
+            assert message.startswith(os.path.join(workdir, 'config.json'))
+            assert all(w in message for w in words), (name, recursion_limit, message)
+        shutil.rmtree(workdir)
+    workdir = _tampered(reference, tmp_path, cases['nested_900'][0])
+    before = snapshot(workdir, lock=False)
+    procs = {'evaluate': start(env, 'evaluate', '--workdir', workdir),
+             'train': start(env, 'train', '--workdir', workdir)}
+    for command, proc in procs.items():
+        assert_one_line_error(finish(proc), command, 'config.json', 'nested too deeply')
+    assert snapshot(workdir, lock=False) == before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: room for a few checkpoints of the tiny run."""
+    folder = tmp_path / 'disk'
+    folder.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f'cannot mount a small tmpfs to fill up (needs root): '
+                    f'{mounted.stderr.strip()}')
+    try:
+        yield folder
+    finally:
+        subprocess.run(['umount', str(folder)], check=True)
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_earlier_steps(
+        small_disk, data_root, env):
+    workdir = str(small_disk / 'run')
+    # A checkpoint every step, all kept, nothing else written while training: the disk fills
+    # up during one of the asynchronous saves.
+    proc = wtal(env, *train_args(data_root, workdir, '--config.checkpoint.every_steps=1',
+                                 '--config.checkpoint.keep=1000', '--config.train.num_steps=200',
+                                 '--config.train.log_every_steps=1000',
+                                 '--config.eval.every_steps=1000'))
+    line = assert_one_line_error(proc, 'train', os.path.join(workdir, 'checkpoints'),
+                                 'No space left on device', 'not saved', status=1)
+    steps = saved_steps(workdir)
+    assert steps and steps == list(range(1, len(steps) + 1))
+    assert f'step {len(steps) + 1} not saved' in line
+    for step in steps:        # each one restores intact, checksums verified
+        assert int(params_of(workdir, step).step) == step
+
+
+# ---------------------------------------------------------------------------------------------
+# Other mistakes about run directories and their commands (rows of the README's table)
+
+def _no_config(reference, tmp_path):
+    folder = tmp_path / 'empty'
+    folder.mkdir()
+    return [str(folder)], ['config.json: not found', 'a wtal_jax run directory?']
+
+
+def _no_checkpoints(reference, tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+    return [workdir], [workdir, 'no checkpoint in checkpoints/']
+
+
+def _checkpoints_is_a_file(reference, tmp_path):
+    workdir = copy_run(reference, tmp_path)
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'))
+    with open(os.path.join(workdir, 'checkpoints'), 'w') as f:
+        f.write('x')
+    return [workdir], [os.path.join(workdir, 'checkpoints'), 'exists and is not a folder']
+
+
+def _step_not_saved(reference, tmp_path):
+    return ['--checkpoint', os.path.join(reference, 'checkpoints', '5')], [
+        'no checkpoint at step 5 (saved: 2, 4, 6, 8)']
+
+
+# name -> (argv after the command name, from (reference, tmp_path): (more argv, words))
+RUN_MISTAKES = {
+    'evaluate, no such folder': (
+        ['evaluate', '--workdir'],
+        lambda r, t: ([str(t / 'nope')], ['nope: no such run directory'])),
+    'evaluate, no config.json': (['evaluate', '--workdir'], _no_config),
+    'evaluate, no checkpoints': (['evaluate', '--workdir'], _no_checkpoints),
+    'evaluate, checkpoints is a file': (
+        ['evaluate', '--workdir'],
+        lambda r, t: (_checkpoints_is_a_file(r, t)[0], ['no checkpoint in checkpoints/'])),
+    'train, checkpoints is a file': (['train', '--quiet', '--workdir'], _checkpoints_is_a_file),
+    'evaluate, a step not saved': (['evaluate'], _step_not_saved),
+    'evaluate, an unknown split': (
+        ['evaluate', '--split', 'validation', '--workdir'],
+        lambda r, t: ([r], ["no split 'validation': one of test, selection, train"])),
+    'evaluate, no workdir': (['evaluate'], lambda r, t: ([], ['evaluate needs --workdir'])),
+    'train, bad --seeds': (
+        ['train', '--seeds', '0,0', '--workdir'],
+        lambda r, t: ([r], ['--seeds 0,0: expected distinct non-negative seeds'])),
+    'detect, one video id twice': (
+        ['detect', '--which', 'latest', '--checkpoint'],
+        lambda r, t: ([r, '--output', str(t / 'd.json'), str(t / 'a' / 'v.npy'),
+                       str(t / 'b' / 'v.npy')],
+                      ["the same video id comes from several files: ['v']"])),
+}
+
+
+@pytest.mark.parametrize('case', sorted(RUN_MISTAKES))
+def test_run_directory_mistakes_are_one_line(case, reference, tmp_path, capsys):
+    from wtal_jax import cli
+    argv, make = RUN_MISTAKES[case]
+    more, words = make(reference, tmp_path)
+    before = snapshot(reference)
+    status = cli.main([*argv, *more])
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith(INFORMATION)]
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith(f'wtal-jax {argv[0]}: error: '), err
+    for word in words:
+        assert word in err[0], (word, err[0])
+    assert snapshot(reference) == before
