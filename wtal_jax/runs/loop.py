@@ -117,6 +117,86 @@ def _mean_over_seeds(values: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Training
 
+def _load_splits(cfg, procs, *, progress: bool):
+    """(class names, training split, evaluation splits by name) of a config, notes printed.
+
+    The evaluation splits are the selection split (under ``checkpoint.select=selection``) and
+    the test split.
+    """
+    names = experiment.class_names(cfg)
+    train_split, selection_split = experiment.load_training(cfg, names, progress=progress)
+    eval_splits = {}
+    if cfg.checkpoint.select == 'selection':
+        eval_splits[SELECTION] = selection_split
+        if not len(selection_split):
+            raise UserError(f'checkpoint.select=selection, but data.selection_fraction='
+                            f'{cfg.data.selection_fraction:g} holds out no training video')
+    test_name = cfg.data.test.subset
+    eval_splits[test_name] = experiment.load_split(cfg, test_name, names, progress=progress)
+    if procs.primary:
+        _note_splits(cfg, {cfg.data.train.subset: train_split, **eval_splits})
+        if SELECTION in eval_splits:
+            held_out = len(eval_splits[SELECTION])
+            note(f'note: {held_out} of the {len(train_split) + held_out} training videos are '
+                 f'held out to select the checkpoint (data.selection_fraction='
+                 f'{cfg.data.selection_fraction:g})')
+    return names, train_split, eval_splits
+
+
+def _restore_or_start(run: RunDir, cfg, names, built, replicated, fingerprint, procs):
+    """(loop state on the mesh, its step): the newest intact checkpoint of the run, checked to
+    be the same run on the same data, or a fresh start (from ``train.init_from`` if set)."""
+    if not run.steps():
+        state = experiment.saved_state(built.state)
+        if cfg.train.init_from:
+            state['train'] = _init_from(cfg, names, built)
+        return distributed.replicate(state, replicated), 0
+    run.check_same_run(cfg)
+    state, meta, start = run.restore(experiment.abstract_state(cfg, names, replicated))
+    if meta.get('data') and meta['data'] != fingerprint:
+        raise UserError(
+            f'{run.path} was trained on other data ({meta["data"]["videos"]} training videos, '
+            f'fingerprint {meta["data"]["sha256"][:12]}); {cfg.data.root} gives '
+            f'{fingerprint["videos"]} ({fingerprint["sha256"][:12]}): the same videos with the '
+            'same lengths are needed to resume')
+    if procs.primary:
+        note(f'resuming from step {start} in {run.path}')
+    return state, start
+
+
+def _training_data(cfg, train_split, seeds, devices, replicated, procs):
+    """(per-seed batch makers, device table or None, table offsets or None) for the step.
+
+    The training features go to the device as one packed table when they fit (see
+    :func:`data_on_device`; process 0 decides for every process, which must compile the same
+    step); the host then keeps only the videos' lengths.
+    """
+    batchers = [pipeline.TrainBatches(
+        train_split.features, train_split.labels, num_segments=cfg.data.num_segments,
+        batch_size=cfg.train.batch_size, seed=seed) for seed in seeds]
+    table_dtype = np.float32 if cfg.model.dtype == 'float32' else jnp.bfloat16
+    table_bytes = int(train_split.num_segments.sum()) * train_split.feature_dim * \
+        np.dtype(table_dtype).itemsize
+    local_device = next(d for d in devices if d.process_index == procs.index)
+    on_device, why = data_on_device(cfg.train.data_on_device, cfg.train.device_memory_fraction,
+                                    table_bytes, local_device)
+    if procs.count > 1:
+        on_device = bool(distributed.broadcast(np.array(on_device)))
+    if procs.primary:
+        where = 'on the device, gathered in the step' if on_device else \
+            f'on the host, {cfg.train.prefetch_workers} prefetch threads'
+        note(f'training data: {where} ({why}); {len(seeds)} seed'
+             f'{"s" if len(seeds) > 1 else ""} on {len(devices)} device'
+             f'{"s" if len(devices) > 1 else ""}'
+             + (f' in {procs.count} processes' if procs.count > 1 else ''))
+    if not on_device:
+        return batchers, None, None
+    host_table, offsets = pipeline.pack_table(train_split.features, table_dtype)
+    for b in batchers:
+        b.release_features()   # only lengths are needed from here on
+    return batchers, distributed.replicate(host_table, replicated), offsets
+
+
 def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
     """Trains ``cfg`` in ``workdir`` (resuming from its latest intact checkpoint), evaluating on
     the way; writes ``report.json`` and returns the report (primary process; {} elsewhere)."""
@@ -133,24 +213,9 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         # Saved absolute, so that the run can be evaluated or plotted from any directory.
         cfg.data.root = os.path.abspath(cfg.data.root)
         seeds = experiment.run_seeds(cfg)
-        names = experiment.class_names(cfg)
         test_name = cfg.data.test.subset
         show = progress and procs.primary
-        train_split, selection_split = experiment.load_training(cfg, names, progress=show)
-        eval_splits = {}
-        if cfg.checkpoint.select == 'selection':
-            eval_splits[SELECTION] = selection_split
-            if not len(selection_split):
-                raise UserError(f'checkpoint.select=selection, but data.selection_fraction='
-                                f'{cfg.data.selection_fraction:g} holds out no training video')
-        eval_splits[test_name] = experiment.load_split(cfg, test_name, names, progress=show)
-        if procs.primary:
-            _note_splits(cfg, {cfg.data.train.subset: train_split, **eval_splits})
-            if SELECTION in eval_splits:
-                held_out = len(eval_splits[SELECTION])
-                note(f'note: {held_out} of the {len(train_split) + held_out}'
-                     f' training videos are held out to select the checkpoint '
-                     f'(data.selection_fraction={cfg.data.selection_fraction:g})')
+        names, train_split, eval_splits = _load_splits(cfg, procs, progress=show)
 
         built = experiment.build(cfg, names)
         devices = distributed.training_devices(cfg.train.num_devices)
@@ -164,59 +229,16 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         fingerprint = experiment.data_fingerprint(train_split)
 
         run.manager(cfg, num_seeds=len(seeds))
-        saved = run.steps()
-        start = 0
-        loop_state = experiment.saved_state(built.state)
-        if saved:
-            run.check_same_run(cfg)
-            loop_state, meta, start = run.restore(
-                experiment.abstract_state(cfg, names, replicated))
-            if meta.get('data') and meta['data'] != fingerprint:
-                raise UserError(
-                    f'{workdir} was trained on other data ({meta["data"]["videos"]} training '
-                    f'videos, fingerprint {meta["data"]["sha256"][:12]}); {cfg.data.root} gives '
-                    f'{fingerprint["videos"]} ({fingerprint["sha256"][:12]}): the same videos '
-                    'with the same lengths are needed to resume')
-            if procs.primary:
-                note(f'resuming from step {start} in {workdir}')
-        else:
-            if cfg.train.init_from:
-                loop_state['train'] = _init_from(cfg, names, built)
-            loop_state = distributed.replicate(loop_state, replicated)
+        loop_state, start = _restore_or_start(run, cfg, names, built, replicated, fingerprint,
+                                              procs)
         run.restart_metrics(start)   # first: it may refuse a damaged log, changing nothing
         run.write_config(cfg)
 
-        # Training data: on the device (one table, gathered in the step) or the host.
-        batchers = [pipeline.TrainBatches(
-            train_split.features, train_split.labels, num_segments=cfg.data.num_segments,
-            batch_size=cfg.train.batch_size, seed=seed) for seed in seeds]
-        table_dtype = np.float32 if cfg.model.dtype == 'float32' else jnp.bfloat16
-        table_bytes = int(train_split.num_segments.sum()) * train_split.feature_dim * \
-            np.dtype(table_dtype).itemsize
-        local_device = next(d for d in devices if d.process_index == procs.index)
-        on_device, why = data_on_device(cfg.train.data_on_device,
-                                        cfg.train.device_memory_fraction, table_bytes, local_device)
-        # Every process must compile the same step: process 0 decides for all.
-        on_device = bool(distributed.broadcast(np.array(on_device))) if procs.count > 1 \
-            else on_device
-        table, offsets = None, None
-        if on_device:
-            host_table, offsets = pipeline.pack_table(train_split.features, table_dtype)
-            for b in batchers:
-                b.release_features()   # only lengths are needed from here on
-            train_split = dataclasses.replace(train_split, features=[])
-            table = distributed.replicate(host_table, replicated)
-            del host_table
-        if procs.primary:
-            where = 'on the device, gathered in the step' if on_device else \
-                f'on the host, {cfg.train.prefetch_workers} prefetch threads'
-            note(f'training data: {where} ({why}); {len(seeds)} seed'
-                 f'{"s" if len(seeds) > 1 else ""} on {len(devices)} device'
-                 f'{"s" if len(devices) > 1 else ""}'
-                 + (f' in {procs.count} processes' if procs.count > 1 else ''))
-
+        batchers, table, offsets = _training_data(cfg, train_split, seeds, devices, replicated,
+                                                  procs)
+        del train_split   # on the device path, the table is now the only copy
         step_fn = train.compile_train_step(built.model, built.tx, built.hp, mesh,
-                                           gather=on_device)
+                                           gather=table is not None)
         evaluate = _Evaluations(cfg, eval_splits, built.model, run, seeds) \
             if procs.primary else None
         # The evaluators hold packed copies of the evaluation splits, and the report needs only
@@ -224,7 +246,6 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         # stays in memory twice for the whole run.
         eval_splits = {name: dataclasses.replace(split, features=[])
                        for name, split in eval_splits.items()}
-        del selection_split
         select_key = best_key(cfg)
         sharding = train.batch_sharding(mesh)
 
@@ -255,7 +276,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                    bar_format=BAR_FORMAT)
         stream = pipeline.prefetch(make_batch, start, num_steps,
                                    buffer_size=cfg.train.prefetch,
-                                   num_workers=1 if on_device else cfg.train.prefetch_workers)
+                                   num_workers=1 if table is not None else cfg.train.prefetch_workers)
         window_start, window_time, last_map = start, time.perf_counter(), None
         try:
             for index, host_batch in stream:
