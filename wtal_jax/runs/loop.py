@@ -117,12 +117,10 @@ def _mean_over_seeds(values: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Training
 
-def _load_splits(cfg, procs, *, progress: bool):
-    """(class names, training split, evaluation splits by name) of a config, notes printed.
-
-    The evaluation splits are the selection split (under ``checkpoint.select=selection``) and
-    the test split.
-    """
+def _load_training(cfg, procs, *, progress: bool):
+    """(class names, training split, evaluation splits by name so far) of a config, notes
+    printed. The evaluation splits hold the selection split under ``checkpoint.select=selection``;
+    the test split is read by :func:`_load_test`, once the training features are packed."""
     names = experiment.class_names(cfg)
     train_split, selection_split = experiment.load_training(cfg, names, progress=progress)
     eval_splits = {}
@@ -131,8 +129,6 @@ def _load_splits(cfg, procs, *, progress: bool):
         if not len(selection_split):
             raise UserError(f'checkpoint.select=selection, but data.selection_fraction='
                             f'{cfg.data.selection_fraction:g} holds out no training video')
-    test_name = cfg.data.test.subset
-    eval_splits[test_name] = experiment.load_split(cfg, test_name, names, progress=progress)
     if procs.primary:
         _note_splits(cfg, {cfg.data.train.subset: train_split, **eval_splits})
         if SELECTION in eval_splits:
@@ -141,6 +137,14 @@ def _load_splits(cfg, procs, *, progress: bool):
                  f'held out to select the checkpoint (data.selection_fraction='
                  f'{cfg.data.selection_fraction:g})')
     return names, train_split, eval_splits
+
+
+def _load_test(cfg, names, procs, *, progress: bool):
+    """The test split of a config, its notes printed."""
+    split = experiment.load_split(cfg, cfg.data.test.subset, names, progress=progress)
+    if procs.primary:
+        _note_splits(cfg, {cfg.data.test.subset: split})
+    return split
 
 
 def _restore_or_start(run: RunDir, cfg, names, built, replicated, fingerprint, procs):
@@ -215,7 +219,9 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         seeds = experiment.run_seeds(cfg)
         test_name = cfg.data.test.subset
         show = progress and procs.primary
-        names, train_split, eval_splits = _load_splits(cfg, procs, progress=show)
+        # The test split is read after the training features are packed (and, on the device
+        # path, freed from the host): the host never holds both.
+        names, train_split, eval_splits = _load_training(cfg, procs, progress=show)
 
         built = experiment.build(cfg, names)
         devices = distributed.training_devices(cfg.train.num_devices)
@@ -231,12 +237,13 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         run.manager(cfg, num_seeds=len(seeds))
         loop_state, start = _restore_or_start(run, cfg, names, built, replicated, fingerprint,
                                               procs)
-        run.restart_metrics(start)   # first: it may refuse a damaged log, changing nothing
-        run.write_config(cfg)
-
         batchers, table, offsets = _training_data(cfg, train_split, seeds, devices, replicated,
                                                   procs)
         del train_split   # on the device path, the table is now the only copy
+        eval_splits[test_name] = _load_test(cfg, names, procs, progress=show)
+
+        run.restart_metrics(start)   # first: it may refuse a damaged log, changing nothing
+        run.write_config(cfg)
         step_fn = train.compile_train_step(built.model, built.tx, built.hp, mesh,
                                            gather=table is not None)
         evaluate = _Evaluations(cfg, eval_splits, built.model, run, seeds) \
