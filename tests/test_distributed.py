@@ -1,8 +1,10 @@
 """Several processes with jax.distributed, for real: two processes on the loopback address, each
 with two CPU devices, train the same model as one process with four devices or with one."""
 
+import glob
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from wtal_jax import cli
-from wtal_jax.runs import experiment
+from wtal_jax.runs import checkpointing, experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config.synthetic.num_train=20', '--config.synthetic.num_test=8',
@@ -115,6 +117,30 @@ def test_a_run_saved_by_two_processes_resumes_in_one(runs):
     run(train_command(base / 'data', base / 'one_device', 9), devices=1)
     for a, b in zip(jax.tree.leaves(state_of(base / 'two_processes')),
                     jax.tree.leaves(state_of(base / 'one_device'))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_two_processes_resume_past_a_damaged_checkpoint(runs, tmp_path):
+    """Both processes skip the damaged latest step and restore the one before; process 0 moves
+    the damaged step aside and every process saves that step again: the same model."""
+    base, _ = runs
+    workdir = tmp_path / 'run'
+    shutil.copytree(base / 'four_devices', workdir)
+    original = state_of(workdir)   # step 6
+    files = glob.glob(str(workdir / checkpointing.CHECKPOINT_DIR / '6' / 'state' /
+                          'ocdbt.process_*' / 'd' / '*'))
+    largest = max(files, key=os.path.getsize)
+    with open(largest, 'rb') as f:
+        data = f.read()
+    with open(largest, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    (out0, err0), (out1, err1) = run_processes(base / 'data', workdir, 6)
+    warned = [line for line in err0.splitlines() if line.startswith('warning: ')]
+    assert len(warned) == 1 and 'falling back to step 3' in warned[0], err0[-3000:]
+    assert 'warning' not in err1   # said once
+    assert os.listdir(workdir / 'damaged_checkpoints') == ['6']
+    assert sorted(os.listdir(workdir / checkpointing.CHECKPOINT_DIR)) == ['3', '6']
+    for a, b in zip(jax.tree.leaves(state_of(workdir)), jax.tree.leaves(original)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 

@@ -208,7 +208,8 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
 
     procs = distributed.current()
     # The run directory first: a second writer is refused before any work.
-    with RunDir(workdir, write=True, primary=procs.primary) as run:
+    with RunDir(workdir, write=True, primary=procs.primary,
+                barrier=distributed.barrier if procs.count > 1 else None) as run:
         if procs.primary:
             experiment.prepare_dataset(cfg, progress=progress)
         distributed.barrier('wtal_jax:data')

@@ -24,6 +24,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from wtal_jax import config as config_lib
 from wtal_jax.errors import UserError
@@ -91,12 +92,18 @@ class RunDir:
       write: this command writes the run (train, convert): take the lock.
       primary: False on the other processes of a multi-process run, which write nothing but
         their share of the checkpoints (orbax coordinates them) and take no lock.
+      barrier: ``barrier(name)`` waits for every process of a multi-process run
+        (``distributed.barrier``); the writers of such a run meet there around the primary's
+        moves of damaged steps, so that no process reads a step as it moves or keeps it listed.
+        None (one process): no waiting.
     """
 
-    def __init__(self, path: str, *, write: bool = False, primary: bool = True):
+    def __init__(self, path: str, *, write: bool = False, primary: bool = True,
+                 barrier: Callable[[str], None] | None = None):
         self.path = os.path.abspath(path)
         self.write = write
         self.primary = primary
+        self._barrier = barrier or (lambda name: None)
         self._manager = None
         self._orbax_logs = None
         self._saving = None   # the step whose asynchronous save may still be running
@@ -292,6 +299,7 @@ class RunDir:
                 if cfg is None:
                     raise ValueError('a writer opens its manager with the config first')
                 self._set_aside_unreadable_metrics()
+                self._barrier('wtal_jax:checkpoints-checked')
             elif not os.path.isdir(folder):
                 raise UserError(f'{self.path}: no checkpoint in {checkpointing.CHECKPOINT_DIR}/')
             logs = checkpointing.HeldErrorLogs().attach()
@@ -441,15 +449,19 @@ class RunDir:
                         quiet: bool) -> None:
         """One warning per damaged step tried before ``restored``. A writer (a resumed
         training) sets aside those newer than ``restored``: it will save those steps again."""
-        set_aside = self.write and self.primary
+        newer = self.write and any(step > restored for step, _ in problems)
+        if newer:
+            self._barrier('wtal_jax:damaged-read')   # no process still reads a step to move
+        set_aside = newer and self.primary
         fallbacks = [s for s, _ in problems[1:]] + [restored]
         for (step, problem), fallback in zip(problems, fallbacks):
             moved = f'; moved to {self._set_aside(step)}' \
                 if set_aside and step > restored else ''
-            if not quiet:
+            if not quiet and self.primary:   # said once, by the process that moves
                 warn(f'{self.checkpoint_dir}: {problem}{moved}; falling back to step {fallback}')
-        if set_aside and any(step > restored for step, _ in problems):
-            self._manager.reload()
+        if newer:
+            self._barrier('wtal_jax:damaged-moved')
+            self._manager.reload()   # every process: the moved steps are no longer listed
 
     def restore_meta(self, step: int) -> dict:
         try:
