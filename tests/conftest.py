@@ -1,6 +1,7 @@
 """Shared test fixtures: the real THUMOS'14 annotation data in ../shared (read, never copied)."""
 
 import os
+import subprocess
 
 import pytest
 
@@ -25,3 +26,26 @@ def thumos14_dir():
         pytest.skip(f'real THUMOS14 annotations not found at {SHARED_THUMOS14} '
                     '(set WTAL_SHARED_THUMOS14 to their folder)')
     return SHARED_THUMOS14
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``make(size)``: a new folder with a tmpfs of ``size`` (mount's syntax, e.g. '64k')
+    mounted on it, unmounted after the test. Mounting needs root (CAP_SYS_ADMIN); elsewhere the
+    test skips, saying so."""
+    mounted = []
+
+    def make(size: str):
+        folder = tmp_path / f'disk{len(mounted)}'
+        folder.mkdir()
+        proc = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs',
+                               str(folder)], capture_output=True, text=True)
+        if proc.returncode:
+            pytest.skip(f'cannot mount a small tmpfs to fill up (needs root): '
+                        f'{proc.stderr.strip()}')
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(['umount', str(folder)], check=True)

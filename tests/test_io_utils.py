@@ -127,29 +127,20 @@ def test_check_output_path_refuses_an_existing_file_unless_overwrite(tmp_path):
 
 
 @pytest.fixture
-def full_disk(tmp_path):
+def full_disk(tmpfs):
     """A 64 KiB tmpfs holding a small earlier results file, filled up to the last byte.
 
-    Mounting needs root (CAP_SYS_ADMIN); elsewhere the test skips, and the file-size-limit test
-    below covers the same failure path without privileges.
+    Mounting needs root; elsewhere the test skips, and the file-size-limit test below covers
+    the same failure path without privileges.
     """
-    folder = tmp_path / 'disk'
-    folder.mkdir()
-    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f'cannot mount a small tmpfs to fill up (needs root): '
-                    f'{mounted.stderr.strip()}')
-    try:
-        (folder / 'results.json').write_text(OLD)
-        with open(folder / 'filler', 'wb', buffering=0) as f:
-            with pytest.raises(OSError) as info:
-                while True:
-                    f.write(b'\0' * 4096)
-        assert info.value.errno == errno.ENOSPC
-        yield folder
-    finally:
-        subprocess.run(['umount', str(folder)], check=True)
+    folder = tmpfs('64k')
+    (folder / 'results.json').write_text(OLD)
+    with open(folder / 'filler', 'wb', buffering=0) as f:
+        with pytest.raises(OSError) as info:
+            while True:
+                f.write(b'\0' * 4096)
+    assert info.value.errno == errno.ENOSPC
+    return folder
 
 
 def test_a_full_disk_keeps_the_previous_file_and_names_it(full_disk):

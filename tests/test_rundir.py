@@ -634,19 +634,9 @@ def test_a_tampered_config_is_one_line(reference, data_root, env, tmp_path):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(tmpfs):
     """A 1 MiB tmpfs: room for a few checkpoints of the tiny run."""
-    folder = tmp_path / 'disk'
-    folder.mkdir()
-    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f'cannot mount a small tmpfs to fill up (needs root): '
-                    f'{mounted.stderr.strip()}')
-    try:
-        yield folder
-    finally:
-        subprocess.run(['umount', str(folder)], check=True)
+    return tmpfs('1m')
 
 
 def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_earlier_steps(
