@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wtal_jax.runs import checkpointing
+from wtal_jax.runs import checkpoints
 
 
 def reference_checksum(array: np.ndarray) -> int:
@@ -41,19 +41,19 @@ def sample_tree():
 
 def test_checksums_equal_a_plain_python_computation():
     tree = sample_tree()
-    sums, finite = checkpointing.checksums(jax.tree.map(jnp.asarray, tree))
+    sums, finite = checkpoints.checksums(jax.tree.map(jnp.asarray, tree))
     assert not finite   # the NaN leaf
     assert set(sums) == {f"['{k}']" for k in tree}
     for name, array in tree.items():
         expected = reference_checksum(np.asarray(array))
         assert sums[f"['{name}']"] == expected, name
-        assert checkpointing.numpy_checksum(np.asarray(array)) == expected, name
+        assert checkpoints.numpy_checksum(np.asarray(array)) == expected, name
     assert sums["['empty']"] == 0
     # A transposed (non-contiguous) host array is summed in its logical order.
     a = tree['float32'].T
-    assert checkpointing.numpy_checksum(a) == reference_checksum(np.ascontiguousarray(a))
+    assert checkpoints.numpy_checksum(a) == reference_checksum(np.ascontiguousarray(a))
     finite_only = {k: v for k, v in tree.items() if k != 'nan'}
-    assert checkpointing.checksums(jax.tree.map(jnp.asarray, finite_only))[1]
+    assert checkpoints.checksums(jax.tree.map(jnp.asarray, finite_only))[1]
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.int8])
@@ -66,13 +66,13 @@ def test_changing_any_single_word_changes_the_checksum(dtype):
         if dtype == np.float32 else rng.integers(-128, 128, size=size, dtype=np.int8)
     word = np.uint32 if dtype == np.float32 else np.uint8
     top = word(1) << word(8 * np.dtype(word).itemsize - 1)
-    original, _ = checkpointing.checksums({'x': jnp.asarray(base)})
+    original, _ = checkpoints.checksums({'x': jnp.asarray(base)})
     changed = []
     for index in range(size):
         for delta in (word(rng.integers(1, np.iinfo(word).max, dtype=word)), top):
             words = base.view(word).copy()
             words[index] = words[index] ^ delta
-            sums, _ = checkpointing.checksums({'x': jnp.asarray(words.view(dtype))})
+            sums, _ = checkpoints.checksums({'x': jnp.asarray(words.view(dtype))})
             changed.append(sums != original)
     assert all(changed) and len(changed) == 2 * size
 
@@ -86,14 +86,14 @@ def _state():
 
 
 def _save(manager, step, state):
-    sums, _ = checkpointing.checksums(state)
-    checkpointing.save(manager, step, state, {'checksums': sums})
+    sums, _ = checkpoints.checksums(state)
+    checkpoints.save(manager, step, state, {'checksums': sums})
     manager.wait_until_finished()
 
 
 def test_a_single_changed_word_in_a_saved_array_is_found_on_restore(tmp_path):
     state = _state()
-    with checkpointing.open_manager(str(tmp_path), keep=3) as manager:
+    with checkpoints.open_manager(str(tmp_path), keep=3) as manager:
         _save(manager, 1, state)
     raw = state['weights'].tobytes()
     index = 1234
@@ -109,39 +109,39 @@ def test_a_single_changed_word_in_a_saved_array_is_found_on_restore(tmp_path):
             with open(path, 'wb') as f:
                 f.write(data)
     assert len(found) == 1, 'the raw words of the array are in exactly one data file'
-    abstract = checkpointing.abstract_like(state)
-    with checkpointing.open_manager(str(tmp_path), keep=3, read_only=True) as manager:
+    abstract = checkpoints.abstract_like(state)
+    with checkpoints.open_manager(str(tmp_path), keep=3, read_only=True) as manager:
         # Orbax alone reads the changed word without complaint ...
-        loaded = manager.restore(1, args=checkpointing.ocp.args.Composite(
-            state=checkpointing.ocp.args.StandardRestore(abstract))).state
+        loaded = manager.restore(1, args=checkpoints.ocp.args.Composite(
+            state=checkpoints.ocp.args.StandardRestore(abstract))).state
         differ = np.argwhere(np.asarray(loaded['weights']).reshape(-1) != state['weights']
                              .reshape(-1)).reshape(-1)
         assert differ.tolist() == [index]
         np.testing.assert_array_equal(loaded['bias'], state['bias'])
         # ... the checksums do not.
-        with pytest.raises(checkpointing.CorruptCheckpoint,
+        with pytest.raises(checkpoints.CorruptCheckpoint,
                            match=r"step 1: checksum mismatch in \['weights'\]"):
-            checkpointing.restore(manager, 1, abstract)
+            checkpoints.restore(manager, 1, abstract)
 
 
 def test_an_intact_checkpoint_restores_bit_for_bit(tmp_path):
     state = _state()
-    with checkpointing.open_manager(str(tmp_path), keep=3) as manager:
+    with checkpoints.open_manager(str(tmp_path), keep=3) as manager:
         _save(manager, 5, state)
-    with checkpointing.open_manager(str(tmp_path), keep=3, read_only=True) as manager:
-        restored, meta = checkpointing.restore(manager, 5, checkpointing.abstract_like(state))
+    with checkpoints.open_manager(str(tmp_path), keep=3, read_only=True) as manager:
+        restored, meta = checkpoints.restore(manager, 5, checkpoints.abstract_like(state))
     for name in state:
         np.testing.assert_array_equal(np.asarray(restored[name]), state[name])
-    assert meta['checksums'] == checkpointing.checksums(state)[0]
+    assert meta['checksums'] == checkpoints.checksums(state)[0]
 
 
-KEY = checkpointing.metric_key('selection', 'average_mAP')
+KEY = checkpoints.metric_key('selection', 'average_mAP')
 
 
 def _save_scored(manager, step, per_seed):
     state = {'x': np.full(3, step, np.float32)}
-    sums, _ = checkpointing.checksums(state)
-    checkpointing.save(manager, step, state, {'checksums': sums}, {KEY: per_seed})
+    sums, _ = checkpoints.checksums(state)
+    checkpoints.save(manager, step, state, {'checksums': sums}, {KEY: per_seed})
     manager.wait_until_finished()
 
 
@@ -154,7 +154,7 @@ def test_each_seeds_best_step_is_kept_across_a_reopened_manager(tmp_path, mode):
     second = {5: [0.1, 0.1], 6: [0.5, 0.95]}
 
     def open_():
-        return checkpointing.open_manager(str(tmp_path), keep=1, best_key=KEY, best_mode=mode,
+        return checkpoints.open_manager(str(tmp_path), keep=1, best_key=KEY, best_mode=mode,
                                           num_seeds=2)
 
     with open_() as manager:

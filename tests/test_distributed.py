@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from wtal_jax import cli
-from wtal_jax.runs import checkpointing, experiment
+from wtal_jax.runs import checkpoints, rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config.synthetic.num_train=20', '--config.synthetic.num_test=8',
@@ -65,7 +65,7 @@ def run_processes(root, workdir, steps, *, processes=2, devices=2):
 
 
 def state_of(workdir):
-    return jax.device_get(experiment.load_checkpoint(str(workdir), which='latest').state)
+    return jax.device_get(rundir.load_checkpoint(str(workdir), which='latest').state)
 
 
 def rows_without_timing(workdir):
@@ -127,7 +127,7 @@ def test_two_processes_resume_past_a_damaged_checkpoint(runs, tmp_path):
     workdir = tmp_path / 'run'
     shutil.copytree(base / 'four_devices', workdir)
     original = state_of(workdir)   # step 6
-    files = glob.glob(str(workdir / checkpointing.CHECKPOINT_DIR / '6' / 'state' /
+    files = glob.glob(str(workdir / checkpoints.CHECKPOINT_DIR / '6' / 'state' /
                           'ocdbt.process_*' / 'd' / '*'))
     largest = max(files, key=os.path.getsize)
     with open(largest, 'rb') as f:
@@ -139,7 +139,7 @@ def test_two_processes_resume_past_a_damaged_checkpoint(runs, tmp_path):
     assert len(warned) == 1 and 'falling back to step 3' in warned[0], err0[-3000:]
     assert 'warning' not in err1   # said once
     assert os.listdir(workdir / 'damaged_checkpoints') == ['6']
-    assert sorted(os.listdir(workdir / checkpointing.CHECKPOINT_DIR)) == ['3', '6']
+    assert sorted(os.listdir(workdir / checkpoints.CHECKPOINT_DIR)) == ['3', '6']
     for a, b in zip(jax.tree.leaves(state_of(workdir)), jax.tree.leaves(original)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 

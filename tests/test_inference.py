@@ -1,4 +1,4 @@
-"""Packed variable-length inference equals one-video-at-a-time ``train.forward`` (SPEC §5.1)."""
+"""Packed variable-length inference equals one-video-at-a-time ``training.forward`` (SPEC §5.1)."""
 
 import jax
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 
 from wtal_jax.postprocess import inference
 from wtal_jax.data import sampling
-from wtal_jax.method import train
-from wtal_jax.method.models import UMModel
+from wtal_jax import training
+from wtal_jax.method.um.models import UMModel
 
 C, D, E = 4, 6, 16
 T = 24                 # num_segments
@@ -26,7 +26,7 @@ def model_and_params():
 @pytest.fixture(scope='module')
 def forward_one():
     """train.forward on one video (1, T', D), compiled once per length."""
-    return jax.jit(train.forward, static_argnames=('model', 'hp'))
+    return jax.jit(training.forward, static_argnames=('model', 'hp'))
 
 
 def videos_of(lengths, seed=0):
@@ -36,7 +36,7 @@ def videos_of(lengths, seed=0):
 
 
 def check_against_forward(model, params, forward_one, videos, outputs):
-    hp = train.StepConfig(r_act=R_ACT, r_bkg=R_BKG)
+    hp = training.StepConfig(r_act=R_ACT, r_bkg=R_BKG)
     assert len(outputs) == len(videos)
     for video, out in zip(videos, outputs):
         sampled = video[sampling.test_indices(len(video), T)]

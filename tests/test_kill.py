@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from wtal_jax.runs import checkpointing, experiment
+from wtal_jax.runs import checkpoints, rundir
 from wtal_jax.runs.rundir import METRICS_FILE, REPORT_FILE, RunDir
 
 from test_loop import TINY, data_root, without_timing  # noqa: F401 (a fixture)
@@ -46,7 +46,7 @@ def command(root, workdir):
 
 def _listing(workdir) -> list[os.DirEntry]:
     try:
-        return list(os.scandir(os.path.join(workdir, checkpointing.CHECKPOINT_DIR)))
+        return list(os.scandir(os.path.join(workdir, checkpoints.CHECKPOINT_DIR)))
     except FileNotFoundError:
         return []
 
@@ -150,8 +150,8 @@ def test_training_killed_at_random_moments_ends_as_if_never_killed(data_root, tm
     assert committed(workdir) == committed(reference)
     assert not saving(workdir)
     for which in ('latest', 'best'):
-        a = experiment.load_checkpoint(reference, which=which)
-        b = experiment.load_checkpoint(workdir, which=which)
+        a = rundir.load_checkpoint(reference, which=which)
+        b = rundir.load_checkpoint(workdir, which=which)
         assert a.step == b.step
         for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state)):
             assert np.array_equal(x, y)     # bitwise: parameters, Adam moments, step, rng

@@ -14,7 +14,9 @@ import pytest
 
 from wtal_jax import config
 from wtal_jax.errors import UserError
-from wtal_jax.runs import checkpointing, experiment, loop
+from wtal_jax.data import splits
+from wtal_jax.postprocess.evaluator import Evaluator
+from wtal_jax.runs import checkpoints, loop, rundir
 from wtal_jax.runs.rundir import METRICS_FILE, REPORT_FILE, RunDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +39,7 @@ RUN = ['--config.train.log_every_steps=4', '--config.eval.every_steps=4',
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('data') / 'synthetic')
-    experiment.prepare_dataset(tiny_config(root), progress=False)
+    splits.prepare_dataset(tiny_config(root), progress=False)
     return root
 
 
@@ -56,12 +58,12 @@ def without_timing(rows):
 
 
 def saved_steps(workdir):
-    folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    folder = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
     return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
 def params_of(workdir, *, which='latest', seed=None):
-    ckpt = experiment.load_checkpoint(str(workdir), which=which, seed=seed)
+    ckpt = rundir.load_checkpoint(str(workdir), which=which, seed=seed)
     return jax.device_get(ckpt.state), ckpt.step
 
 
@@ -117,7 +119,7 @@ def test_latest_k_plus_each_seeds_best_by_the_selection_split_are_kept(uninterru
         mine = [r for r in selection if r['seed'] == seed]
         best[seed] = max(mine, key=lambda r: r['average_mAP'])['step']   # ties: the earliest
         assert report['per_seed'][seed]['selected']['step'] == best[seed]
-        assert experiment.load_checkpoint(str(workdir), seed=seed).step == best[seed]
+        assert rundir.load_checkpoint(str(workdir), seed=seed).step == best[seed]
     assert set(saved_steps(str(workdir))) == {6, 8} | set(best.values())
     # The report's test numbers are the test rows of those steps; 'last' is step 8.
     for seed in (0, 1):
@@ -134,9 +136,9 @@ def test_latest_k_plus_each_seeds_best_by_the_selection_split_are_kept(uninterru
 def test_a_run_holding_several_seeds_asks_which(uninterrupted):
     workdir, _, _ = uninterrupted
     with pytest.raises(UserError, match='holds 2 seeds .*--seed'):
-        experiment.load_checkpoint(str(workdir))
+        rundir.load_checkpoint(str(workdir))
     with pytest.raises(UserError, match='has no seed 7'):
-        experiment.load_checkpoint(str(workdir), seed=7)
+        rundir.load_checkpoint(str(workdir), seed=7)
 
 
 def test_each_seed_equals_a_single_seed_run(uninterrupted, data_root, tmp_path):
@@ -149,12 +151,12 @@ def test_each_seed_equals_a_single_seed_run(uninterrupted, data_root, tmp_path):
     many, _ = params_of(full_dir, seed=1)
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(many.params)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
-    both = [experiment.load_checkpoint(str(d), which='latest', seed=1)
+    both = [rundir.load_checkpoint(str(d), which='latest', seed=1)
             for d in (tmp_path / 'one', full_dir)]
     cfg = both[0].cfg
     names = both[0].names
-    split = experiment.load_split(cfg, 'test', names, progress=False)
-    evaluator = experiment.Evaluator(cfg, split, both[0].model, split_name='test')
+    split = splits.load_split(cfg, 'test', names, progress=False)
+    evaluator = Evaluator(cfg, split, both[0].model, split_name='test')
     (m1, r1, *_), (m2, r2, *_) = (evaluator(c.state.params) for c in both)
     for video in r1['results']:
         d1, d2 = r1['results'][video], r2['results'][video]
@@ -317,7 +319,7 @@ def test_training_holds_no_features_of_the_evaluated_splits(data_root, tmp_path,
     """The evaluators keep packed copies: the splits' own features (the whole test split) are
     freed before the first step, not held twice for the whole run."""
     refs = []
-    load_split, load_training = experiment.load_split, experiment.load_training
+    load_split, load_training = splits.load_split, splits.load_training
 
     def spy_split(*args, **kw):
         split = load_split(*args, **kw)
@@ -330,16 +332,16 @@ def test_training_holds_no_features_of_the_evaluated_splits(data_root, tmp_path,
         return training, selection
 
     alive = []
-    host_metrics = loop.train.host_metrics
+    host_metrics = loop.training.host_metrics
 
     def spy_metrics(sums):
         gc.collect()
         alive.append(sum(ref() is not None for ref in refs))
         return host_metrics(sums)
 
-    monkeypatch.setattr(experiment, 'load_split', spy_split)
-    monkeypatch.setattr(experiment, 'load_training', spy_training)
-    monkeypatch.setattr(loop.train, 'host_metrics', spy_metrics)
+    monkeypatch.setattr(splits, 'load_split', spy_split)
+    monkeypatch.setattr(splits, 'load_training', spy_training)
+    monkeypatch.setattr(loop.training, 'host_metrics', spy_metrics)
     train(data_root, tmp_path / 'run', '--config.train.num_steps=4',
           '--config.train.log_every_steps=2', '--config.eval.every_steps=4')
     assert len(refs) == 8 + 5   # the test split and the selection split were read

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wtal_jax.method import losses
+from wtal_jax.method.um import losses
 
 
 def np_bce(p, y):
@@ -214,16 +214,17 @@ def test_total_loss_eq5_weights():
 
 def test_per_video_losses_combine_the_three_with_alpha_and_beta():
     """train.per_video_losses wires selection outputs to the three losses (SPEC §3 defaults)."""
-    from wtal_jax.method import selection, train
+    from wtal_jax import training
+    from wtal_jax.method.um import selection
     rng = np.random.default_rng(6)
     cas = rng.normal(size=(2, 12, 3)).astype(np.float32)
     feats = np.abs(rng.normal(0, 20, (2, 12, 5))).astype(np.float32)
     sel = selection.select(cas, selection.feature_magnitudes(feats), features=feats,
                            r_act=3, r_bkg=2)
     labels = np.array([[1, 0, 1], [0, 1, 0]], np.float32)
-    hp = train.StepConfig()
+    hp = training.StepConfig()
     assert (hp.alpha, hp.beta, hp.margin) == (5e-4, 1.0, 100.0)
-    parts = train.per_video_losses(sel, labels, hp)
+    parts = training.per_video_losses(sel, labels, hp)
     y_hat = labels / labels.sum(1, keepdims=True)
     cls = np_bce(sel.p_act, y_hat).mean(1)
     fa = np.asarray(sel.feat_act, np.float64)
@@ -243,8 +244,8 @@ _GRAD_CHECK = textwrap.dedent('''
     import jax.numpy as jnp
     import numpy as np
     from jax.test_util import check_grads
-    from wtal_jax.method import train
-    from wtal_jax.method.models import UMModel
+    from wtal_jax import training
+    from wtal_jax.method.um.models import UMModel
 
     model = UMModel(num_classes=3, embed_dim=8, dropout_rate=0.5)
     rng = np.random.default_rng(0)
@@ -257,17 +258,17 @@ _GRAD_CHECK = textwrap.dedent('''
 
     def check(variant, key):
         key = None if key is None else jax.random.split(key, x.shape[0])   # one per video
-        hp = train.StepConfig(r_act=3, r_bkg=2, cls_variant=variant, be_variant=variant,
+        hp = training.StepConfig(r_act=3, r_bkg=2, cls_variant=variant, be_variant=variant,
                               selection_dropout=0.5)
-        sel = jax.jit(lambda p: train.forward(model, p, x, hp=hp, keys=key))(params)
+        sel = jax.jit(lambda p: training.forward(model, p, x, hp=hp, keys=key))(params)
         # A margin above the action feature norms, so L_um keeps both of its terms.
         norms = jnp.linalg.norm(sel.feat_act, axis=-1)
         hp = dataclasses.replace(hp, margin=float(2 * jnp.max(norms)))
 
         @jax.jit
         def total(p):
-            sel = train.forward(model, p, x, hp=hp, keys=key)
-            return jnp.mean(train.per_video_losses(sel, labels, hp)['loss'])
+            sel = training.forward(model, p, x, hp=hp, keys=key)
+            return jnp.mean(training.per_video_losses(sel, labels, hp)['loss'])
 
         grads = jax.grad(total)(params)
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wtal_jax.method.models import UMModel, torch_uniform_init
+from wtal_jax.method.um.models import UMModel, torch_uniform_init
 
 B, T, D, E, C = 2, 7, 64, 256, 5
 

@@ -10,7 +10,7 @@ pytest.importorskip('matplotlib', reason='figures need the [viz] extra (matplotl
 
 from wtal_jax import cli, config
 from wtal_jax.data import dataset
-from wtal_jax.runs import experiment, loop
+from wtal_jax.runs import loop
 from wtal_jax.tools import plotting  # noqa: E402
 from wtal_jax.errors import UserError  # noqa: E402
 

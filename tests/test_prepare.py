@@ -310,10 +310,10 @@ def test_activitynet_detect_without_durations_says_what_is_needed(anet_trained, 
 
 
 def test_detect_warns_when_durations_are_unused(anet_trained, tmp_path, capsys):
-    from wtal_jax.runs import experiment
+    from wtal_jax.runs import detect
     source, _, workdir, _, _ = anet_trained
     spec = os.path.join(source['features'], sorted(os.listdir(source['features']))[0])
-    results = experiment.detect(workdir, [spec], output=str(tmp_path / 'd.json'),
+    results = detect.detect(workdir, [spec], output=str(tmp_path / 'd.json'),
                                 durations=source['annotation_file'],
                                 overrides=['localize.use_duration=false'])
     assert list(results['results']) == [os.path.basename(spec)[:-len('.npy')]]  # name unchanged

@@ -21,7 +21,8 @@ import pytest
 
 from wtal_jax import config
 from wtal_jax.errors import UserError
-from wtal_jax.runs import checkpointing, experiment
+from wtal_jax.data import splits
+from wtal_jax.runs import checkpoints, rundir
 from wtal_jax.runs.rundir import METRICS_FILE, RunDir
 
 from test_loop import TINY, data_root, without_timing  # noqa: F401 (a fixture)
@@ -120,13 +121,13 @@ def snapshot(folder, *, lock=True) -> dict[str, bytes]:
 
 
 def saved_steps(workdir) -> list[int]:
-    folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    folder = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
     return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
 def data_files(workdir, step) -> list[str]:
     """The files in which orbax stores the arrays of ``step``, largest first."""
-    pattern = os.path.join(workdir, checkpointing.CHECKPOINT_DIR, str(step), 'state',
+    pattern = os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(step), 'state',
                            'ocdbt.process_*', 'd', '*')
     return sorted(glob.glob(pattern), key=os.path.getsize, reverse=True)
 
@@ -139,19 +140,19 @@ def truncate(path):
 
 
 def on_one_device(tree):
-    return checkpointing.abstract_like(
+    return checkpoints.abstract_like(
         tree, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 
 
 def orbax_restore(workdir, step):
     """``step``'s state as orbax alone restores it, without our checksums."""
     cfg = RunDir(workdir).read_config()
-    abstract = experiment.abstract_state(cfg, experiment.class_names(cfg),
+    abstract = checkpoints.abstract_state(cfg, splits.class_names(cfg),
                                          jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
-    with checkpointing.open_manager(os.path.join(workdir, checkpointing.CHECKPOINT_DIR),
+    with checkpoints.open_manager(os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
                                     keep=1, read_only=True) as manager:
-        return jax.device_get(manager.restore(step, args=checkpointing.ocp.args.Composite(
-            state=checkpointing.ocp.args.StandardRestore(abstract))).state)
+        return jax.device_get(manager.restore(step, args=checkpoints.ocp.args.Composite(
+            state=checkpoints.ocp.args.StandardRestore(abstract))).state)
 
 
 def flip_a_byte_orbax_loads(workdir, step) -> str:
@@ -198,7 +199,7 @@ def copy_run(reference, tmp_path, name='run') -> str:
 
 def params_of(workdir, step=None):
     path = workdir if step is None else os.path.join(workdir, 'checkpoints', str(step))
-    return jax.device_get(experiment.load_checkpoint(path, which='latest').state)
+    return jax.device_get(rundir.load_checkpoint(path, which='latest').state)
 
 
 def rows_of(workdir):
@@ -371,7 +372,7 @@ def _small_run(path, steps=(1, 2, 3)):
         run.manager(cfg)
         for step in steps:
             state = _small_state(step)
-            run.save(step, state, {'checksums': checkpointing.checksums(state)[0]},
+            run.save(step, state, {'checksums': checkpoints.checksums(state)[0]},
                      {'selection/average_mAP': [0.1 * step]})
     return cfg
 
@@ -431,7 +432,7 @@ def test_a_damaged_item_of_the_newest_step_is_skipped_with_one_warning(case, tmp
         _, _, step = run.restore(abstract, quiet=True)
         assert step == 2 and run.steps() == [1, 2]
         state = _small_state(3)
-        run.save(3, state, {'checksums': checkpointing.checksums(state)[0]}, None)
+        run.save(3, state, {'checksums': checkpoints.checksums(state)[0]}, None)
     assert os.listdir(os.path.join(path, 'damaged_checkpoints')) == ['3']
     with RunDir(path) as run:
         assert run.restore(abstract)[2] == 3

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wtal_jax.method import selection
+from wtal_jax.method.um import selection
 
 # One compiled program per shape (eager mode would compile every op of every shape: slow).
 _select = jax.jit(selection.select, static_argnames=('r_act', 'r_bkg'))

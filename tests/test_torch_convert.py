@@ -23,12 +23,13 @@ import numpy as np
 import pytest
 
 from wtal_jax import cli
-from wtal_jax.runs import experiment
+from wtal_jax.runs import rundir
 from wtal_jax.runs.rundir import METRICS_FILE
-from wtal_jax.method import selection, train
+from wtal_jax import training
+from wtal_jax.method.um import selection
 from wtal_jax.tools import torch_convert
 from wtal_jax.errors import UserError
-from wtal_jax.method.models import UMModel
+from wtal_jax.method.um.models import UMModel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'thumos14.py')
@@ -147,7 +148,7 @@ def converted(torch, tmp_path_factory):
     rng = np.random.default_rng(0)
     features = (2.0 * rng.random((B, T, D))).astype(np.float32)
     labels = np.array([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [0, 0, 1, 1, 1]], np.float32)
-    cfg, names, jax_model, state, step, *_ = experiment.load_checkpoint(workdir)
+    cfg, names, jax_model, state, step, *_ = rundir.load_checkpoint(workdir)
     return types.SimpleNamespace(model=model, state_dict=state_dict, path=path,
                                  workdir=workdir, features=features, labels=labels, cfg=cfg,
                                  names=names, jax_model=jax_model, state=state, step=step)
@@ -205,7 +206,7 @@ def test_losses_and_gradients_match_pytorch(torch, converted, margin_kind):
         with torch.no_grad():
             norms = np.sort(torch.norm(ref_model(x)['feat_act'], dim=1).numpy())
         margin = float(norms[0] + norms[1]) / 2
-    hp = dataclasses.replace(train.StepConfig.from_config(cfg, C), selection_dropout=0.0,
+    hp = dataclasses.replace(training.StepConfig.from_config(cfg, C), selection_dropout=0.0,
                              margin=margin)
 
     ref_model.zero_grad()
@@ -217,10 +218,10 @@ def test_losses_and_gradients_match_pytorch(torch, converted, margin_kind):
     no_dropout = model.clone(dropout_rate=0.0)
 
     def objective(params):
-        sel = train.forward(no_dropout, params, jnp.asarray(converted.features), hp=hp,
+        sel = training.forward(no_dropout, params, jnp.asarray(converted.features), hp=hp,
                             keys=jax.random.split(jax.random.PRNGKey(0),
                                                   converted.features.shape[0]))
-        parts = train.per_video_losses(sel, jnp.asarray(converted.labels), hp)
+        parts = training.per_video_losses(sel, jnp.asarray(converted.labels), hp)
         means = {name: jnp.mean(value) for name, value in parts.items()}
         return means['loss'], means
 
@@ -268,7 +269,7 @@ def test_convert_command_runs_as_a_program(torch, converted, tmp_path):
     assert 'checkpoints/0' in result.stdout
     with open(workdir / 'config.json') as f:
         assert json.load(f)['data']['feature_dim'] == D
-    ours = experiment.load_checkpoint(str(workdir))[3].params
+    ours = rundir.load_checkpoint(str(workdir))[3].params
     jax.tree.map(np.testing.assert_array_equal, ours, converted.state.params)
 
 
@@ -327,8 +328,8 @@ def test_evaluate_and_train_init_from_the_converted_run(torch, tmp_path, capsys)
                               f'--config.train.init_from={source}', '--config.train.num_steps=1',
                               '--quiet'], capsys)
     assert status == 0, err
-    start = experiment.load_checkpoint(source)[3].params
-    cfg, _, _, state, step, *_ = experiment.load_checkpoint(finetuned, which='latest')
+    start = rundir.load_checkpoint(source)[3].params
+    cfg, _, _, state, step, *_ = rundir.load_checkpoint(finetuned, which='latest')
     assert step == 1
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), state.params, start)
     assert 0 < max(jax.tree.leaves(moved)) <= cfg.optim.learning_rate * (1 + 1e-3), moved
@@ -479,7 +480,7 @@ def test_existing_checkpoints_need_force(torch, converted, tmp_path, capsys):
     assert run_cli(['convert-torch', other, '--config', CONFIG, '--workdir', workdir, *SMALL,
                     '--force'], capsys)[0] == 0
     assert not os.path.exists(os.path.join(workdir, METRICS_FILE))
-    params = experiment.load_checkpoint(workdir)[3].params
+    params = rundir.load_checkpoint(workdir)[3].params
     np.testing.assert_array_equal(
         params['embed']['bias'], reference_model(torch, seed=7).state_dict()[
             torch_convert.CONV_BIAS].numpy())

@@ -15,8 +15,8 @@ import numpy as np
 import optax
 import pytest
 
-from wtal_jax.method import train
-from wtal_jax.method.models import UMModel
+from wtal_jax import training
+from wtal_jax.method.um.models import UMModel
 
 
 def optim_cfg(**kw):
@@ -63,7 +63,7 @@ def test_adam_with_coupled_l2_matches_torch_adam_for_three_steps():
     params = random_tree(rng, 2.0)    # large weights: the decay term is far from negligible
     grads_seq = [random_tree(rng, 1e-3) for _ in range(3)]
     wd = 0.5
-    tx = train.make_optimizer(optim_cfg(weight_decay=wd))
+    tx = training.make_optimizer(optim_cfg(weight_decay=wd))
     got = run_optax(tx, params, grads_seq)
     expected = numpy_adam_coupled_l2(params, grads_seq, [1e-3] * 3, wd=wd)
     decoupled = numpy_adam_coupled_l2(params, grads_seq, [1e-3] * 3, wd=0.0)
@@ -82,7 +82,7 @@ def test_default_optimizer_hyperparameters_are_the_release():
     rng = np.random.default_rng(1)
     params = random_tree(rng)
     grads_seq = [random_tree(rng) for _ in range(3)]
-    got = run_optax(train.make_optimizer(cfg.optim), params, grads_seq)
+    got = run_optax(training.make_optimizer(cfg.optim), params, grads_seq)
     expected = numpy_adam_coupled_l2(params, grads_seq, [1e-4] * 3, wd=5e-4)
     for g, e in zip(got, expected):
         for k in params:
@@ -91,17 +91,17 @@ def test_default_optimizer_hyperparameters_are_the_release():
 
 def test_per_step_learning_rate_list():
     lr_list = (1e-3, 3e-3, 5e-4)
-    schedule = train.learning_rate_schedule(1e-4, lr_list)
+    schedule = training.learning_rate_schedule(1e-4, lr_list)
     got = [float(schedule(jnp.asarray(i))) for i in range(6)]
     np.testing.assert_allclose(got, [1e-3, 3e-3, 5e-4, 5e-4, 5e-4, 5e-4], rtol=1e-6)
-    constant = train.learning_rate_schedule(2e-4)
+    constant = training.learning_rate_schedule(2e-4)
     assert float(constant(7)) == pytest.approx(2e-4)
 
     # Through the optimiser: update i uses lr_list[i], the last value after the list ends.
     rng = np.random.default_rng(2)
     params = random_tree(rng)
     grads_seq = [random_tree(rng) for _ in range(5)]
-    tx = train.make_optimizer(optim_cfg(lr_list=lr_list, weight_decay=1e-2))
+    tx = training.make_optimizer(optim_cfg(lr_list=lr_list, weight_decay=1e-2))
     got = run_optax(tx, params, grads_seq)
     expected = numpy_adam_coupled_l2(params, grads_seq, [1e-3, 3e-3, 5e-4, 5e-4, 5e-4],
                                      wd=1e-2)
@@ -119,9 +119,9 @@ C, D, E, T, B = 3, 6, 16, 12, 8
 
 def setup(*, dropout=0.0, selection_dropout=0.0, seed=0):
     model = UMModel(num_classes=C, embed_dim=E, dropout_rate=dropout)
-    tx = train.make_optimizer(optim_cfg(learning_rate=1e-2))
-    hp = train.StepConfig(r_act=3, r_bkg=2, selection_dropout=selection_dropout)
-    state = train.create_train_state(model, tx, seed=seed, feature_dim=D, num_segments=T)
+    tx = training.make_optimizer(optim_cfg(learning_rate=1e-2))
+    hp = training.StepConfig(r_act=3, r_bkg=2, selection_dropout=selection_dropout)
+    state = training.create_train_state(model, tx, seed=seed, feature_dim=D, num_segments=T)
     return model, tx, hp, state
 
 
@@ -146,12 +146,12 @@ def test_create_train_state_is_deterministic_in_the_seed():
 def test_step_metrics_are_sums_over_real_videos_and_the_update_ignores_padding():
     model, tx, hp, state = setup()
     batch = make_batch(0, real=5)
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, hp=hp))
+    step = jax.jit(functools.partial(training.train_step, model=model, tx=tx, hp=hp))
     new, metrics = step(state, batch)
     assert int(new.step) == 1 and int(metrics['count']) == 5
     # The loss sum equals the per-video losses of the real videos (no dropout: deterministic).
-    sel = train.forward(model, state.params, batch['features'][:5], hp=hp)
-    parts = train.per_video_losses(sel, batch['labels'][:5], hp)
+    sel = training.forward(model, state.params, batch['features'][:5], hp=hp)
+    parts = training.per_video_losses(sel, batch['labels'][:5], hp)
     for name in ('loss', 'loss_cls', 'loss_um', 'loss_be'):
         np.testing.assert_allclose(metrics[name], np.sum(parts[name]), rtol=1e-5)
     # Gradient = gradient of the mean loss over real videos: an Adam step from the same state
@@ -174,7 +174,7 @@ def test_step_metrics_are_sums_over_real_videos_and_the_update_ignores_padding()
 def test_host_metrics_divide_each_seeds_sums_by_its_count():
     sums = {'loss': np.array([6.0, 1.0], np.float32), 'loss_um': np.array([3.0, 0.5], np.float32),
             'count': np.array([3.0, 2.0], np.float32)}
-    assert train.host_metrics(sums) == [{'loss': 2.0, 'loss_um': 1.0},
+    assert training.host_metrics(sums) == [{'loss': 2.0, 'loss_um': 1.0},
                                         {'loss': 0.5, 'loss_um': 0.25}]
 
 
@@ -184,15 +184,15 @@ def test_each_video_draws_its_own_dropout_from_its_row_in_the_global_batch():
     video to another row changes its draw (so a device split cannot change any draw)."""
     model, tx, hp, state = setup(dropout=0.7, selection_dropout=0.7)
     batch = make_batch(1)
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, hp=hp))
+    step = jax.jit(functools.partial(training.train_step, model=model, tx=tx, hp=hp))
     _, metrics = step(state, batch)
     step_key = jax.random.fold_in(state.rng, state.step)
     expected = 0.0
     for b in range(B):
         key = jax.random.fold_in(step_key, b)
-        sel = train.forward(model, state.params, batch['features'][b:b + 1], hp=hp,
+        sel = training.forward(model, state.params, batch['features'][b:b + 1], hp=hp,
                             keys=key[None])
-        expected += float(train.per_video_losses(sel, batch['labels'][b:b + 1], hp)['loss'][0])
+        expected += float(training.per_video_losses(sel, batch['labels'][b:b + 1], hp)['loss'][0])
     np.testing.assert_allclose(float(metrics['loss']), expected, rtol=1e-5)
     # Explicit rows 0..B-1 are the default; other rows give other draws.
     _, same = step(state, dict(batch, row=np.arange(B, dtype=np.int32)))
@@ -204,7 +204,7 @@ def test_each_video_draws_its_own_dropout_from_its_row_in_the_global_batch():
 def test_dropout_step_is_deterministic_for_a_seed_and_changes_with_it():
     def run(seed):
         model, tx, hp, state = setup(dropout=0.7, selection_dropout=0.7, seed=seed)
-        step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, hp=hp))
+        step = jax.jit(functools.partial(training.train_step, model=model, tx=tx, hp=hp))
         out = []
         for i in range(2):
             state, metrics = step(state, make_batch(i))
@@ -226,13 +226,13 @@ def test_dropout_step_is_deterministic_for_a_seed_and_changes_with_it():
 
 
 def compiled(model, tx, hp, num_devices=1, *, gather=False):
-    mesh = train.make_mesh(jax.local_devices()[:num_devices])
-    return mesh, train.compile_train_step(model, tx, hp, mesh, gather=gather)
+    mesh = training.make_mesh(jax.local_devices()[:num_devices])
+    return mesh, training.compile_train_step(model, tx, hp, mesh, gather=gather)
 
 
 def on_mesh(mesh, *trees):
     """State and sums placed as the compiled step returns them (replicated on the mesh)."""
-    return jax.device_put(trees, train.replicated(mesh))
+    return jax.device_put(trees, training.replicated(mesh))
 
 
 def seed_batches(seeds, *, real=B):
@@ -248,14 +248,14 @@ def test_compiled_step_trains_each_seed_as_the_plain_step_would():
     seed s's state and batch; the running sums add up each seed's metrics."""
     model, tx, hp, _ = setup(dropout=0.5, selection_dropout=0.7)
     states = [setup(dropout=0.5, selection_dropout=0.7, seed=s)[3] for s in (0, 1, 2)]
-    stacked = train.stack_states(states)
+    stacked = training.stack_states(states)
     batch = seed_batches((0, 1, 2), real=6)
     mesh, step_fn = compiled(model, tx, hp)
-    new, sums = step_fn(*on_mesh(mesh, stacked, train.zero_metrics(3)), batch, None)
-    plain = jax.jit(functools.partial(train.train_step, model=model, tx=tx, hp=hp))
+    new, sums = step_fn(*on_mesh(mesh, stacked, training.zero_metrics(3)), batch, None)
+    plain = jax.jit(functools.partial(training.train_step, model=model, tx=tx, hp=hp))
     for s in range(3):
         alone, metrics = plain(states[s], {k: v[s] for k, v in batch.items()})
-        chex.assert_trees_all_close(train.unstack_state(new, s).params, alone.params,
+        chex.assert_trees_all_close(training.unstack_state(new, s).params, alone.params,
                                     rtol=1e-5, atol=1e-6)
         for k in sums:
             np.testing.assert_allclose(sums[k][s], metrics[k], rtol=1e-5)
@@ -269,12 +269,12 @@ def test_compiled_step_compiles_once_across_steps_and_a_remainder_batch(monkeypa
         traces.append(1)
         return original(*args, **kwargs)
 
-    original = train.train_step
+    original = training.train_step
     # At most one trace of the step function, whatever the batch contents and step.
-    monkeypatch.setattr(train, 'train_step', chex.assert_max_traces(counted, n=1))
+    monkeypatch.setattr(training, 'train_step', chex.assert_max_traces(counted, n=1))
     model, tx, hp, state = setup(dropout=0.5, selection_dropout=0.7)
     mesh, step_fn = compiled(model, tx, hp)
-    state, sums = on_mesh(mesh, train.stack_states([state]), train.zero_metrics(1))
+    state, sums = on_mesh(mesh, training.stack_states([state]), training.zero_metrics(1))
     for i, real in enumerate([B, B, 3, B, 5]):       # remainder batches carry mask zeros
         state, sums = step_fn(state, sums, seed_batches((i,), real=real), None)
     assert len(traces) == 1 and int(state.step[0]) == 5
@@ -296,9 +296,9 @@ def test_gathering_from_the_device_table_equals_host_features():
     model, tx, hp, state = setup(dropout=0.5, selection_dropout=0.7)
     mesh, on_host = compiled(model, tx, hp, gather=False)
     _, on_device = compiled(model, tx, hp, gather=True)
-    a, sa = on_host(*on_mesh(mesh, train.stack_states([state]), train.zero_metrics(1)), host,
+    a, sa = on_host(*on_mesh(mesh, training.stack_states([state]), training.zero_metrics(1)), host,
                     None)
-    b, sb = on_device(*on_mesh(mesh, train.stack_states([state]), train.zero_metrics(1)),
+    b, sb = on_device(*on_mesh(mesh, training.stack_states([state]), training.zero_metrics(1)),
                       device, jnp.asarray(table))
     chex.assert_trees_all_equal(a.params, b.params)
     chex.assert_trees_all_equal(sa, sb)
@@ -308,22 +308,22 @@ def test_bfloat16_computes_close_to_float32_and_keeps_float32_parameters():
     model, tx, hp, state = setup()
     bf16 = model.clone(dtype=jnp.bfloat16)
     batch = make_batch(0)
-    sel32 = train.forward(model, state.params, batch['features'], hp=hp)
-    sel16 = train.forward(bf16, state.params, batch['features'], hp=hp)
+    sel32 = training.forward(model, state.params, batch['features'], hp=hp)
+    sel16 = training.forward(bf16, state.params, batch['features'], hp=hp)
     assert sel16.p_act.dtype == jnp.float32 and sel16.magnitudes.dtype == jnp.float32
     np.testing.assert_allclose(sel16.magnitudes, sel32.magnitudes, rtol=2e-2)
     assert not np.array_equal(sel16.magnitudes, sel32.magnitudes)   # it did compute in bf16
-    new, _ = jax.jit(functools.partial(train.train_step, model=bf16, tx=tx, hp=hp))(state, batch)
+    new, _ = jax.jit(functools.partial(training.train_step, model=bf16, tx=tx, hp=hp))(state, batch)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new.params))
 
 
 def test_cls_scale_multiplies_the_classification_loss_by_the_class_count():
-    assert train.cls_scale('1', 200) == 1.0 and train.cls_scale('classes', 200) == 200.0
+    assert training.cls_scale('1', 200) == 1.0 and training.cls_scale('classes', 200) == 200.0
     model, tx, hp, state = setup()
     batch = make_batch(0)
-    sel = train.forward(model, state.params, batch['features'], hp=hp)
-    base = train.per_video_losses(sel, batch['labels'], hp)
-    scaled = train.per_video_losses(sel, batch['labels'], dataclasses.replace(hp, cls_scale=C))
+    sel = training.forward(model, state.params, batch['features'], hp=hp)
+    base = training.per_video_losses(sel, batch['labels'], hp)
+    scaled = training.per_video_losses(sel, batch['labels'], dataclasses.replace(hp, cls_scale=C))
     np.testing.assert_allclose(scaled['loss_cls'], C * np.asarray(base['loss_cls']), rtol=1e-6)
     np.testing.assert_allclose(scaled['loss'] - scaled['loss_cls'],
                                base['loss'] - base['loss_cls'], rtol=1e-6)
@@ -335,19 +335,19 @@ _DEVICES_CHECK = textwrap.dedent("""
     import numpy as np
     sys.path.insert(0, os.environ['TESTS_DIR'])
     from test_train import compiled, seed_batches, setup, B
-    from wtal_jax.method import train
+    from wtal_jax import training
 
     assert jax.local_device_count() == 4, jax.local_devices()
 
     def run(num_devices):
         model, tx, hp, _ = setup(dropout=0.7, selection_dropout=0.7)
-        state = train.stack_states([setup(dropout=0.7, selection_dropout=0.7, seed=s)[3]
+        state = training.stack_states([setup(dropout=0.7, selection_dropout=0.7, seed=s)[3]
                                     for s in (0, 1)])
         mesh, step_fn = compiled(model, tx, hp, num_devices)
-        state, sums = jax.device_put((state, train.zero_metrics(2)), train.replicated(mesh))
+        state, sums = jax.device_put((state, training.zero_metrics(2)), training.replicated(mesh))
         for i in range(3):   # step 1: 3 real videos, so two of four devices hold padding only
             batch = jax.device_put(seed_batches((i, i + 5), real=3 if i == 1 else B),
-                                   train.batch_sharding(mesh))
+                                   training.batch_sharding(mesh))
             state, sums = step_fn(state, sums, batch, None)
         return jax.device_get(state), jax.device_get(sums)
 

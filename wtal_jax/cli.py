@@ -127,23 +127,25 @@ def cmd_evaluate(args, overrides) -> int:
     from wtal_jax import config as config_lib
     from wtal_jax.io_utils import write_json_atomic
     from wtal_jax.postprocess import evaluation, report
-    from wtal_jax.runs import experiment
+    from wtal_jax.data import splits
+    from wtal_jax.postprocess.evaluator import Evaluator
+    from wtal_jax.runs import rundir
     source = args.checkpoint or args.workdir
     if not source:
         raise UserError('evaluate needs --workdir or --checkpoint')
     if args.ambiguous and args.protocol != 'snippet':
         raise UserError('--ambiguous applies to --protocol snippet only')
     ambiguous = evaluation.load_ambiguous(args.ambiguous) if args.ambiguous else None
-    ckpt = experiment.load_checkpoint(source, which=args.which, seed=args.seed,
+    ckpt = rundir.load_checkpoint(source, which=args.which, seed=args.seed,
                                       overrides=() if args.config else overrides)
     cfg = config_lib.load_config(args.config, overrides) if args.config else ckpt.cfg
     split_name = args.split or cfg.data.test.subset
-    experiment.prepare_dataset(cfg, progress=not args.quiet)
-    split = experiment.load_split(cfg, split_name, ckpt.names, progress=not args.quiet)
-    evaluator = experiment.Evaluator(cfg, split, ckpt.model, split_name=split_name)
+    splits.prepare_dataset(cfg, progress=not args.quiet)
+    split = splits.load_split(cfg, split_name, ckpt.names, progress=not args.quiet)
+    evaluator = Evaluator(cfg, split, ckpt.model, split_name=split_name)
     _, results, _, figures = evaluator(ckpt.state.params, protocol=args.protocol,
                                        ambiguous=ambiguous)
-    suffix = '' if len(experiment.run_seeds(ckpt.cfg)) == 1 else f'_seed{ckpt.seed}'
+    suffix = '' if len(config_lib.run_seeds(ckpt.cfg)) == 1 else f'_seed{ckpt.seed}'
     protocol = '' if args.protocol == 'seconds' else f'_{args.protocol}'
     results_path = os.path.join(ckpt.workdir, f'results_{split_name}{suffix}.json')
     metrics_path = os.path.join(ckpt.workdir, f'metrics_{split_name}{suffix}{protocol}.json')
@@ -197,9 +199,9 @@ def cmd_map(args, overrides) -> int:
 def cmd_detect(args, overrides) -> int:
     """Detections for videos without annotations, from their feature files."""
     from wtal_jax.io_utils import check_output_path
-    from wtal_jax.runs import experiment
+    from wtal_jax.runs import detect
     check_output_path(args.output, overwrite=args.force)  # before loading anything
-    detections = experiment.detect(args.checkpoint, args.features, overrides=overrides,
+    detections = detect.detect(args.checkpoint, args.features, overrides=overrides,
                                    output=args.output, which=args.which, seed=args.seed,
                                    durations=args.durations)
     print(f'wrote {sum(len(v) for v in detections["results"].values())} detections for '

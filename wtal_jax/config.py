@@ -233,7 +233,7 @@ PROBABILITY = real(0, 1)
 FRACTION_BELOW_ONE = real(0, below=1)   # a dropout rate: 1 would drop everything
 POSITIVE = real(above=0)
 COUNT = integer(1)
-# The scalar metrics an evaluation records (runs.experiment.Evaluator), to select the best by.
+# The scalar metrics an evaluation records (postprocess.evaluator.Evaluator), to select the best by.
 EVAL_METRICS = ('average_mAP', 'classification_mAP', 'accuracy')
 
 RULES = {
@@ -369,6 +369,11 @@ def validate(cfg, *, source: str = '') -> None:
     if errors:
         count = f'{len(errors)} invalid setting' + ('s' if len(errors) > 1 else '')
         raise UserError(f'{source or "config"}: {count}: ' + '; '.join(errors))
+
+
+def run_seeds(cfg) -> tuple[int, ...]:
+    """The seeds a run trains: ``seeds``, or the single ``seed``."""
+    return tuple(int(s) for s in cfg.seeds) or (int(cfg.seed),)
 
 
 def load_config(path: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:

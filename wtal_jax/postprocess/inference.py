@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wtal_jax.method import selection
+from wtal_jax.method.um import selection
 from wtal_jax.data import sampling
 from wtal_jax.postprocess.localization import VideoScores
-from wtal_jax.method.models import UMModel
+from wtal_jax.method.um.models import UMModel
 
 
 @dataclasses.dataclass(frozen=True)

@@ -115,3 +115,12 @@ def replicate(tree, sharding):
 def global_batch(batch: dict, sharding) -> dict:
     """This process's rows of a batch (S, b, ...) -> global arrays (S, b * processes, ...)."""
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def local_params(params, seed_index: int):
+    """One seed's parameters as arrays on the first local device (from a stacked state that
+    may be spread over the devices of several processes)."""
+    def local(x):
+        x = x.addressable_data(0) if isinstance(x, jax.Array) else x
+        return x[seed_index]
+    return jax.tree.map(local, params)

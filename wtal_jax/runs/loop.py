@@ -20,10 +20,13 @@ import numpy as np
 from wtal_jax.data import pipeline
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic
-from wtal_jax.method import train
-from wtal_jax.runs import checkpointing, distributed, experiment, summary
-from wtal_jax.runs.experiment import SELECTION
-from wtal_jax.runs.rundir import REPORT_FILE, RunDir, best_key
+from wtal_jax import training
+from wtal_jax import config as config_lib
+from wtal_jax.data import splits as data_splits
+from wtal_jax.data.splits import SELECTION
+from wtal_jax.postprocess.evaluator import Evaluator
+from wtal_jax.runs import checkpoints, distributed, summary
+from wtal_jax.runs.rundir import REPORT_FILE, RunDir, best_key, load_checkpoint
 
 
 class TrainingDiverged(UserError):
@@ -69,19 +72,19 @@ class _Evaluations:
 
     def __init__(self, cfg, splits: dict, model, run: RunDir, seeds):
         self.cfg, self.run, self.seeds = cfg, run, seeds
-        self.evaluators = {name: experiment.Evaluator(cfg, split, model, split_name=name)
+        self.evaluators = {name: Evaluator(cfg, split, model, split_name=name)
                            for name, split in splits.items()}
 
     def __call__(self, state, step: int) -> dict[str, list[float]]:
         """Evaluates every seed; returns {metric key: [value per seed]} for the checkpoint."""
         scalars = {}
         for index, seed in enumerate(self.seeds):
-            params = experiment.local_params(state.params, index)
+            params = distributed.local_params(state.params, index)
             for name, evaluator in self.evaluators.items():
                 metrics = evaluator(params)[0]
                 self.run.append_metrics({'step': step, 'split': name, 'seed': seed, **metrics})
                 for key, value in _scalars(metrics).items():
-                    scalars.setdefault(checkpointing.metric_key(name, key), []).append(value)
+                    scalars.setdefault(checkpoints.metric_key(name, key), []).append(value)
         return scalars
 
 
@@ -121,8 +124,8 @@ def _load_training(cfg, procs, *, progress: bool):
     """(class names, training split, evaluation splits by name so far) of a config, notes
     printed. The evaluation splits hold the selection split under ``checkpoint.select=selection``;
     the test split is read by :func:`_load_test`, once the training features are packed."""
-    names = experiment.class_names(cfg)
-    train_split, selection_split = experiment.load_training(cfg, names, progress=progress)
+    names = data_splits.class_names(cfg)
+    train_split, selection_split = data_splits.load_training(cfg, names, progress=progress)
     eval_splits = {}
     if cfg.checkpoint.select == 'selection':
         eval_splits[SELECTION] = selection_split
@@ -141,7 +144,7 @@ def _load_training(cfg, procs, *, progress: bool):
 
 def _load_test(cfg, names, procs, *, progress: bool):
     """The test split of a config, its notes printed."""
-    split = experiment.load_split(cfg, cfg.data.test.subset, names, progress=progress)
+    split = data_splits.load_split(cfg, cfg.data.test.subset, names, progress=progress)
     if procs.primary:
         _note_splits(cfg, {cfg.data.test.subset: split})
     return split
@@ -151,12 +154,12 @@ def _restore_or_start(run: RunDir, cfg, names, built, replicated, fingerprint, p
     """(loop state on the mesh, its step): the newest intact checkpoint of the run, checked to
     be the same run on the same data, or a fresh start (from ``train.init_from`` if set)."""
     if not run.steps():
-        state = experiment.saved_state(built.state)
+        state = checkpoints.saved_state(built.state)
         if cfg.train.init_from:
             state['train'] = _init_from(cfg, names, built)
         return distributed.replicate(state, replicated), 0
     run.check_same_run(cfg)
-    state, meta, start = run.restore(experiment.abstract_state(cfg, names, replicated))
+    state, meta, start = run.restore(checkpoints.abstract_state(cfg, names, replicated))
     if meta.get('data') and meta['data'] != fingerprint:
         raise UserError(
             f'{run.path} was trained on other data ({meta["data"]["videos"]} training videos, '
@@ -211,29 +214,29 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
     with RunDir(workdir, write=True, primary=procs.primary,
                 barrier=distributed.barrier if procs.count > 1 else None) as run:
         if procs.primary:
-            experiment.prepare_dataset(cfg, progress=progress)
+            data_splits.prepare_dataset(cfg, progress=progress)
         distributed.barrier('wtal_jax:data')
         if not cfg.data.root:
             raise UserError('data.root is empty: pass --config.data.root=FOLDER')
         # Saved absolute, so that the run can be evaluated or plotted from any directory.
         cfg.data.root = os.path.abspath(cfg.data.root)
-        seeds = experiment.run_seeds(cfg)
+        seeds = config_lib.run_seeds(cfg)
         test_name = cfg.data.test.subset
         show = progress and procs.primary
         # The test split is read after the training features are packed (and, on the device
         # path, freed from the host): the host never holds both.
         names, train_split, eval_splits = _load_training(cfg, procs, progress=show)
 
-        built = experiment.build(cfg, names)
+        built = training.build(cfg, names)
         devices = distributed.training_devices(cfg.train.num_devices)
         if cfg.train.batch_size % len(devices):
             raise UserError(f'batch size {cfg.train.batch_size} does not divide {len(devices)} '
                             'devices')
-        mesh = train.make_mesh(devices)
-        replicated = train.replicated(mesh)
+        mesh = training.make_mesh(devices)
+        replicated = training.replicated(mesh)
         rows_per_process = cfg.train.batch_size // procs.count
         rows = slice(procs.index * rows_per_process, (procs.index + 1) * rows_per_process)
-        fingerprint = experiment.data_fingerprint(train_split)
+        fingerprint = data_splits.data_fingerprint(train_split)
 
         run.manager(cfg, num_seeds=len(seeds))
         loop_state, start = _restore_or_start(run, cfg, names, built, replicated, fingerprint,
@@ -245,7 +248,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
 
         run.restart_metrics(start)   # first: it may refuse a damaged log, changing nothing
         run.write_config(cfg)
-        step_fn = train.compile_train_step(built.model, built.tx, built.hp, mesh,
+        step_fn = training.compile_train_step(built.model, built.tx, built.hp, mesh,
                                            gather=table is not None)
         evaluate = _Evaluations(cfg, eval_splits, built.model, run, seeds) \
             if procs.primary else None
@@ -255,7 +258,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         eval_splits = {name: dataclasses.replace(split, features=[])
                        for name, split in eval_splits.items()}
         select_key = best_key(cfg)
-        sharding = train.batch_sharding(mesh)
+        sharding = training.batch_sharding(mesh)
 
         def make_batch(step: int) -> dict:
             return pipeline.seed_batch(batchers, step, rows=rows, offsets=offsets)
@@ -274,7 +277,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                 chosen = distributed.broadcast(chosen).tolist()
                 scalars = dict(scalars, **{select_key: chosen}) if procs.primary else \
                     {select_key: chosen}
-            if not experiment.save_checkpoint(run, step, loop_state, cfg, names,
+            if not checkpoints.save_checkpoint(run, step, loop_state, cfg, names,
                                               fingerprint=fingerprint, metrics=scalars):
                 raise TrainingDiverged(f'non-finite parameters after step {step}; last good '
                                        f'checkpoint: {last_good()}')
@@ -293,7 +296,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                     loop_state['train'], loop_state['sums'],
                     distributed.global_batch(host_batch, sharding), table)
                 if step % cfg.train.log_every_steps == 0 or step == num_steps:
-                    per_seed = train.host_metrics(loop_state['sums'])   # waits for the device
+                    per_seed = training.host_metrics(loop_state['sums'])   # waits for the device
                     if not all(math.isfinite(v) for m in per_seed for v in m.values()):
                         raise TrainingDiverged(
                             f'non-finite loss between steps {window_start + 1} and {step}; '
@@ -309,7 +312,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                 if step % cfg.eval.every_steps == 0 or step == num_steps:
                     scalars = evaluate(loop_state['train'], step) if evaluate else {}
                     if scalars:
-                        last_map = float(np.mean(scalars[checkpointing.metric_key(
+                        last_map = float(np.mean(scalars[checkpoints.metric_key(
                             test_name, 'average_mAP')]))
                     save(step, scalars)
                 elif step % cfg.checkpoint.every_steps == 0:
@@ -331,9 +334,9 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
         return result
 
 
-def _init_from(cfg, names, built) -> train.TrainState:
+def _init_from(cfg, names, built) -> training.TrainState:
     """Every seed's state starting from another run's best parameters (fresh optimiser)."""
-    source = experiment.load_checkpoint(cfg.train.init_from)
+    source = load_checkpoint(cfg.train.init_from)
     if source.names != names:
         raise UserError(f'{cfg.train.init_from}: classes differ from the data set')
     found = jax.tree.map(np.shape, source.state.params)

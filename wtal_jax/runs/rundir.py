@@ -4,7 +4,7 @@ Layout of ``WORKDIR``::
 
     config.json        the resolved config (validated again whenever it is read)
     metrics.jsonl      one JSON row per training log and per evaluation, in step order
-    checkpoints/STEP/  orbax checkpoints (see ``checkpointing``)
+    checkpoints/STEP/  orbax checkpoints (see ``checkpoints``)
     report.json        the final report of a training run
     .lock              held (flock) by the one process that writes this run
     damaged_checkpoints/STEP/  steps a resumed training found damaged, set aside
@@ -25,11 +25,15 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
 
 from wtal_jax import config as config_lib
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic, write_text_atomic
-from wtal_jax.runs import checkpointing
+from wtal_jax import training
+from wtal_jax.runs import checkpoints, orbax_logs
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -283,7 +287,7 @@ class RunDir:
 
     @property
     def checkpoint_dir(self) -> str:
-        return os.path.join(self.path, checkpointing.CHECKPOINT_DIR)
+        return os.path.join(self.path, checkpoints.CHECKPOINT_DIR)
 
     def manager(self, cfg=None, *, num_seeds: int = 1):
         """The run's one checkpoint manager (opened on first use, closed with the RunDir).
@@ -301,15 +305,15 @@ class RunDir:
                 self._set_aside_unreadable_metrics()
                 self._barrier('wtal_jax:checkpoints-checked')
             elif not os.path.isdir(folder):
-                raise UserError(f'{self.path}: no checkpoint in {checkpointing.CHECKPOINT_DIR}/')
-            logs = checkpointing.HeldErrorLogs().attach()
+                raise UserError(f'{self.path}: no checkpoint in {checkpoints.CHECKPOINT_DIR}/')
+            logs = orbax_logs.HeldErrorLogs().attach()
             try:
                 if self.write:
-                    manager = checkpointing.open_manager(
+                    manager = checkpoints.open_manager(
                         folder, keep=cfg.checkpoint.keep, best_key=best_key(cfg),
                         best_mode=cfg.checkpoint.best_mode, num_seeds=num_seeds)
                 else:
-                    manager = checkpointing.open_manager(folder, keep=1, read_only=True)
+                    manager = checkpoints.open_manager(folder, keep=1, read_only=True)
             except BaseException:
                 logs.detach()
                 raise
@@ -323,7 +327,7 @@ class RunDir:
             return
         for name in sorted(os.listdir(self.checkpoint_dir)):
             if name.isdigit():
-                problem = checkpointing.step_metrics_problem(
+                problem = checkpoints.step_metrics_problem(
                     os.path.join(self.checkpoint_dir, name))
                 if problem:
                     warn(f'{self.checkpoint_dir}: step {name}: {problem}; moved to '
@@ -354,7 +358,7 @@ class RunDir:
         manager = self.manager()
         scored = []
         for step in sorted(manager.all_steps()):
-            problem = checkpointing.step_metrics_problem(os.path.join(self.checkpoint_dir,
+            problem = checkpoints.step_metrics_problem(os.path.join(self.checkpoint_dir,
                                                                       str(step)))
             if problem:
                 warn(f'{self.checkpoint_dir}: step {step}: {problem}; left out of the choice '
@@ -377,7 +381,7 @@ class RunDir:
         self.wait()   # the previous save's failure, named as its own
         self.sync_metrics()  # rows up to this step are durable before it is
         self._saving = step
-        self._writing(lambda: checkpointing.save(self.manager(), step, state, meta, metrics))
+        self._writing(lambda: checkpoints.save(self.manager(), step, state, meta, metrics))
 
     def wait(self) -> None:
         """Waits until the checkpoint being written asynchronously is complete.
@@ -397,7 +401,7 @@ class RunDir:
         try:
             action()
         except Exception as e:
-            failure = checkpointing.write_failure(e)
+            failure = orbax_logs.write_failure(e)
             if failure is None:
                 raise
             number, reason = failure
@@ -430,12 +434,12 @@ class RunDir:
             candidates = [step]
         candidates = saved if candidates is None else candidates
         if not candidates:
-            raise UserError(f'{self.path}: no checkpoint in {checkpointing.CHECKPOINT_DIR}/')
+            raise UserError(f'{self.path}: no checkpoint in {checkpoints.CHECKPOINT_DIR}/')
         problems = []
         for candidate in candidates:
             try:
-                state, meta = checkpointing.restore(manager, candidate, abstract_state)
-            except checkpointing.CorruptCheckpoint as e:
+                state, meta = checkpoints.restore(manager, candidate, abstract_state)
+            except checkpoints.CorruptCheckpoint as e:
                 problems.append((candidate, str(e)))
                 if self._orbax_logs is not None:
                     self._orbax_logs.take()   # Orbax's logs of this damage: said in one line
@@ -465,8 +469,8 @@ class RunDir:
 
     def restore_meta(self, step: int) -> dict:
         try:
-            return checkpointing.restore_meta(self.manager(), step)
-        except checkpointing.CorruptCheckpoint as e:
+            return checkpoints.restore_meta(self.manager(), step)
+        except checkpoints.CorruptCheckpoint as e:
             raise UserError(f'{self.checkpoint_dir}: {e}') from None
 
 
@@ -482,4 +486,76 @@ def best_key(cfg) -> str | None:
     if select == 'last':
         return None
     split = 'selection' if select == 'selection' else cfg.data.test.subset
-    return checkpointing.metric_key(split, cfg.checkpoint.best_metric)
+    return checkpoints.metric_key(split, cfg.checkpoint.best_metric)
+
+
+# ---------------------------------------------------------------------------------------------
+# One seed of a run's checkpoint, for evaluate, detect, plot and the notebooks
+
+
+class Checkpoint(NamedTuple):
+    """A restored checkpoint: its run's config, classes, network, one seed's state, step."""
+    cfg: object
+    names: tuple[str, ...]
+    model: object
+    state: training.TrainState
+    step: int
+    workdir: str
+    seed: int
+
+
+def resolve(path: str) -> tuple[str, int | None]:
+    """A run directory or a ``RUN/checkpoints/STEP`` folder -> (run directory, step or None)."""
+    path = os.path.abspath(path)
+    if os.path.basename(os.path.dirname(path)) == checkpoints.CHECKPOINT_DIR and \
+            os.path.basename(path).isdigit():
+        return os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
+    return path, None
+
+
+def _seed_index(cfg, seed: int | None, workdir: str) -> int:
+    seeds = config_lib.run_seeds(cfg)
+    if seed is None:
+        if len(seeds) > 1:
+            raise UserError(f'{workdir} holds {len(seeds)} seeds ({", ".join(map(str, seeds))})'
+                            ': choose one with --seed')
+        return 0
+    if seed not in seeds:
+        raise UserError(f'{workdir} has no seed {seed} (it holds {", ".join(map(str, seeds))})')
+    return seeds.index(seed)
+
+
+def load_checkpoint(path: str, *, which: str = 'best', seed: int | None = None,
+                    overrides=()) -> Checkpoint:
+    """Restores one seed of a run directory's best or latest checkpoint (or a given step).
+
+    'best' is the step chosen by the run's ``checkpoint.select`` rule for that seed ('last'
+    runs: the latest). A damaged step is skipped with a warning, falling back to the newest
+    intact one. ``overrides``: ``KEY=VALUE`` applied to the saved config (e.g. a moved
+    ``data.root``).
+    """
+    workdir, step = resolve(path)
+    with RunDir(workdir) as run:
+        cfg = run.read_config()
+        config_lib.apply_overrides(cfg, overrides, source=run.config_path)
+        index = _seed_index(cfg, seed, workdir)
+        saved = sorted(run.steps(), reverse=True)
+        if not saved:
+            raise UserError(f'{workdir}: no checkpoint in {checkpoints.CHECKPOINT_DIR}/')
+        candidates = None if step is None else [step]
+        key = best_key(cfg)
+        if step is None and which == 'best' and key:
+            best = run.best_step(key, cfg.checkpoint.best_mode, index)
+            if best is not None:
+                candidates = [best] + [s for s in saved if s != best]
+        if step is not None and step not in saved:
+            raise UserError(f'{workdir}: no checkpoint at step {step} (saved: '
+                            f'{", ".join(map(str, sorted(saved)))})')
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        state, meta, found = run.restore(
+            lambda meta: checkpoints.abstract_state(cfg, tuple(meta['class_names']), device),
+            candidates=candidates)
+    names = tuple(meta['class_names'])
+    model = training.make_model(cfg, len(names))
+    return Checkpoint(cfg, names, model, training.unstack_state(state['train'], index), found,
+                      workdir, config_lib.run_seeds(cfg)[index])

@@ -140,18 +140,19 @@ class CompiledStep(NamedTuple):
 
 
 def compiled_step(cfg, *, gather: bool) -> CompiledStep:
-    """:func:`train.compile_train_step` on the mesh of ``train.num_devices`` local devices, with
+    """:func:`training.compile_train_step` on the mesh of ``train.num_devices`` local devices, with
     ``cfg``'s seeds' initial state; ``gather``: features gathered from a device table."""
     import jax
-    from wtal_jax.method import train
-    from wtal_jax.runs import distributed, experiment
-    built = experiment.build(cfg, tuple(cfg.data.class_names))
-    mesh = train.make_mesh(distributed.training_devices(cfg.train.num_devices))
-    every = train.replicated(mesh)
-    sums = train.zero_metrics(len(experiment.run_seeds(cfg)))
+    from wtal_jax import training
+    from wtal_jax import config as config_lib
+    from wtal_jax.runs import distributed
+    built = training.build(cfg, tuple(cfg.data.class_names))
+    mesh = training.make_mesh(distributed.training_devices(cfg.train.num_devices))
+    every = training.replicated(mesh)
+    sums = training.zero_metrics(len(config_lib.run_seeds(cfg)))
     state, sums = jax.device_put((built.state, sums), every)
-    step = train.compile_train_step(built.model, built.tx, built.hp, mesh, gather=gather)
-    return CompiledStep(step, state, sums, every, train.batch_sharding(mesh))
+    step = training.compile_train_step(built.model, built.tx, built.hp, mesh, gather=gather)
+    return CompiledStep(step, state, sums, every, training.batch_sharding(mesh))
 
 
 def time_steps(compiled: CompiledStep, batch_fn: Callable[[int], dict], table,
@@ -179,7 +180,7 @@ def bench_train_step(shape: Shape, *, devices: int = 1, repeats: int = 3,
     device (the training loop's path, ``seconds_per_step``) or sent from the host with every
     step (its fallback when the features do not fit, ``host_seconds_per_step``)."""
     import jax
-    from wtal_jax.method import train
+    from wtal_jax import training
     from wtal_jax.runs import distributed
     b, t, d, e, c = shape
     cfg = bench_config(shape, dtype=dtype, devices=devices)
@@ -191,7 +192,7 @@ def bench_train_step(shape: Shape, *, devices: int = 1, repeats: int = 3,
 
     gathered = compiled_step(cfg, gather=True)
     on_device = distributed.global_batch(dict(batch, index=index), gathered.batch_sharding)
-    device_table = jax.device_put(table.astype(train.DTYPES[dtype]), gathered.replicated)
+    device_table = jax.device_put(table.astype(training.DTYPES[dtype]), gathered.replicated)
     seconds = time_steps(gathered, lambda i: on_device, device_table, repeats) / repeats
     del gathered, on_device, device_table
 
@@ -331,15 +332,16 @@ def step_alone(cfg, dataset: DataSet, *, on_device: bool, count: int) -> float:
     batch of step 0 already on the device and reused: no host work, no transfer."""
     import jax
     from wtal_jax.data import pipeline
-    from wtal_jax.method import train
-    from wtal_jax.runs import distributed, experiment
-    split, _ = experiment.load_training(cfg, dataset.class_names, progress=False)
+    from wtal_jax import training
+    from wtal_jax.data import splits
+    from wtal_jax.runs import distributed
+    split, _ = splits.load_training(cfg, dataset.class_names, progress=False)
     batchers = [pipeline.TrainBatches(split.features, split.labels, batch_size=cfg.train.batch_size,
                                       num_segments=cfg.data.num_segments, seed=cfg.seed)]
     compiled = compiled_step(cfg, gather=on_device)
     table, offsets = None, None
     if on_device:
-        host_table, offsets = pipeline.pack_table(split.features, train.DTYPES[cfg.model.dtype])
+        host_table, offsets = pipeline.pack_table(split.features, training.DTYPES[cfg.model.dtype])
         batchers[0].release_features()
         del split
         table = jax.device_put(host_table, compiled.replicated)
@@ -370,7 +372,7 @@ def bench_loop(shape: Shape, *, steps: int = 30, train_videos: int = LOOP_TRAIN_
     Host memory: the process's peak (ru_maxrss) after training, and that peak less the
     resident memory just before it; device memory: the device's peak, where it reports one.
     """
-    from wtal_jax.method import train
+    from wtal_jax import training
     from wtal_jax.runs import distributed, loop
     from wtal_jax.runs.rundir import RunDir
     if steps < 2 * log_every:
@@ -385,7 +387,7 @@ def bench_loop(shape: Shape, *, steps: int = 30, train_videos: int = LOOP_TRAIN_
                           eval_every=eval_every, devices=devices, dtype=dtype)
         device = distributed.training_devices(devices)[0]
         table_bytes = int(np.sum(dataset.train_lengths)) * shape.feature_dim * \
-            np.dtype(train.DTYPES[dtype]).itemsize
+            np.dtype(training.DTYPES[dtype]).itemsize
         on_device, _ = loop.data_on_device(cfg.train.data_on_device,
                                            cfg.train.device_memory_fraction, table_bytes, device)
         workdir = os.path.join(folder, 'run')
@@ -433,8 +435,8 @@ def bench_seeds(shape: Shape, *, seeds: int = 5, steps: int = 10, devices: int =
     """
     import jax
     from wtal_jax.data import pipeline
-    from wtal_jax.method import train
-    from wtal_jax.runs import distributed, experiment
+    from wtal_jax import training
+    from wtal_jax.runs import distributed
     b, t, d, e, c = shape
     rng = np.random.default_rng(0)
     lengths = rng.integers(*LOOP_TRAIN_LENGTHS, 2 * b, endpoint=True)
@@ -452,7 +454,7 @@ def bench_seeds(shape: Shape, *, seeds: int = 5, steps: int = 10, devices: int =
 
     together = compiled_step(bench_config(shape, dtype=dtype, seeds=tuple(range(seeds)),
                                           devices=devices), gather=True)
-    device_table = jax.device_put(table.astype(train.DTYPES[dtype]), together.replicated)
+    device_table = jax.device_put(table.astype(training.DTYPES[dtype]), together.replicated)
     together_seconds = time_steps(together, batches(range(seeds), together.batch_sharding),
                                   device_table, steps)
     del together
@@ -460,10 +462,10 @@ def bench_seeds(shape: Shape, *, seeds: int = 5, steps: int = 10, devices: int =
     separate_seconds = 0.0
     for seed in range(seeds):
         # The same compiled step for every run; each starts from its own seed's state.
-        state = experiment.build(bench_config(shape, dtype=dtype, seeds=(seed,)),
+        state = training.build(bench_config(shape, dtype=dtype, seeds=(seed,)),
                                  class_names(c)).state
         run = one._replace(state=jax.device_put(state, one.replicated),
-                           sums=jax.device_put(train.zero_metrics(1), one.replicated))
+                           sums=jax.device_put(training.zero_metrics(1), one.replicated))
         separate_seconds += time_steps(run, batches([seed], one.batch_sharding), device_table,
                                        steps)
     return {'benchmark': 'seeds', 'method': 'compiled step', 'device':
@@ -544,10 +546,10 @@ def _random_model_scores(shape: Shape, lengths):
     import jax
     from wtal_jax import config
     from wtal_jax.postprocess import inference
-    from wtal_jax.method import train
+    from wtal_jax import training
     cfg = config.default_config()
     cfg.model.embed_dim = shape.embed_dim
-    model = train.make_model(cfg, shape.classes)
+    model = training.make_model(cfg, shape.classes)
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, shape.feature_dim), np.float32),
                         train=False)['params']
     rng = np.random.default_rng(0)

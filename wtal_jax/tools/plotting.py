@@ -30,7 +30,7 @@ from wtal_jax.postprocess import localization
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_atomic
 
-# ``experiment`` (and with it JAX) is imported inside the functions that need it, so that the
+# ``rundir`` and the evaluator (and with them JAX) is imported inside the functions that need it, so that the
 # figure functions work on metrics files and arrays without JAX.
 
 _COLORS = {'action': '#d62728', 'background': '#1f77b4', 'score': '#d62728',
@@ -88,7 +88,7 @@ class RunView:
       split: the evaluated split (the test subset), without its features (packed in the
         evaluator).
       seed: which seed of the run.
-      evaluator: :class:`wtal_jax.runs.experiment.Evaluator` of that split.
+      evaluator: :class:`wtal_jax.postprocess.evaluator.Evaluator` of that split.
     """
     workdir: str
     cfg: object
@@ -97,7 +97,7 @@ class RunView:
     state: object
     step: int
     split: dataset.Split
-    evaluator: object  # wtal_jax.runs.experiment.Evaluator
+    evaluator: object  # wtal_jax.postprocess.evaluator.Evaluator
     seed: int = 0
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -108,12 +108,12 @@ class RunView:
 
     def initial_params(self):
         """Parameters of a fresh init with the run's seed: the network before training."""
-        from wtal_jax.runs import experiment
+        from wtal_jax import config as config_lib
         if 'init' not in self._cache:
-            from wtal_jax.method import train
-            seeds = experiment.run_seeds(self.cfg)
-            state = experiment.build(self.cfg, self.names).state
-            self._cache['init'] = train.unstack_state(state, seeds.index(self.seed)).params
+            from wtal_jax import training
+            seeds = config_lib.run_seeds(self.cfg)
+            state = training.build(self.cfg, self.names).state
+            self._cache['init'] = training.unstack_state(state, seeds.index(self.seed)).params
         return self._cache['init']
 
     def scores(self, params=None) -> list[localization.VideoScores]:
@@ -126,7 +126,7 @@ class RunView:
 
     def evaluate(self):
         """(metrics, ActivityNet results, DetectionResult, report) of the checkpoint, computed once
-        (see :meth:`wtal_jax.runs.experiment.Evaluator.__call__`)."""
+        (see :meth:`wtal_jax.postprocess.evaluator.Evaluator.__call__`)."""
         if 'evaluation' not in self._cache:
             self._cache['evaluation'] = self.evaluator(self.params)
         return self._cache['evaluation']
@@ -160,13 +160,15 @@ def load_run(path: str, *, which: str = 'best', seed: int | None = None, overrid
     saved config, e.g. ``data.root=/data/thumos14`` where the run was trained elsewhere (a
     relative ``data.root`` is relative to the current directory).
     """
-    from wtal_jax.runs import experiment
-    ckpt = experiment.load_checkpoint(path, which=which, seed=seed, overrides=overrides)
+    from wtal_jax.data import splits
+    from wtal_jax.postprocess.evaluator import Evaluator
+    from wtal_jax.runs import rundir
+    ckpt = rundir.load_checkpoint(path, which=which, seed=seed, overrides=overrides)
     cfg = ckpt.cfg
-    experiment.prepare_dataset(cfg, progress=progress)
+    splits.prepare_dataset(cfg, progress=progress)
     split_name = cfg.data.test.subset
-    split = experiment.load_split(cfg, split_name, ckpt.names, progress=progress)
-    evaluator = experiment.Evaluator(cfg, split, ckpt.model, split_name=split_name)
+    split = splits.load_split(cfg, split_name, ckpt.names, progress=progress)
+    evaluator = Evaluator(cfg, split, ckpt.model, split_name=split_name)
     return RunView(workdir=ckpt.workdir, cfg=cfg, names=ckpt.names, model=ckpt.model,
                    state=ckpt.state, step=ckpt.step, split=evaluator.split, evaluator=evaluator,
                    seed=ckpt.seed)

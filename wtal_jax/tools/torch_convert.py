@@ -296,7 +296,6 @@ def load_state_dict(path: str) -> Mapping:
 def _prepare_workdir(run, *, force: bool) -> None:
     """Refuses a run directory that has checkpoints unless ``force`` (which removes them)."""
     from wtal_jax.runs.rundir import METRICS_FILE
-    from wtal_jax.runs import checkpointing
     folder = run.checkpoint_dir
     entries = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     if entries and not force:
@@ -317,31 +316,33 @@ def convert(model_path: str, cfg, workdir: str, *, force: bool = False
     """Writes ``workdir`` (config.json, checkpoint step 0) from a release state dict.
 
     The step-0 state holds the converted parameters (one seed), a fresh optimiser state and
-    ``cfg.seed``'s RNG; its meta is :func:`experiment.checkpoint_meta` plus ``converted_from``.
+    ``cfg.seed``'s RNG; its meta is :func:`checkpoints.checkpoint_meta` plus ``converted_from``.
     Returns the checkpoint folder and the class names.
     """
     import jax
-    from wtal_jax.runs import experiment
+    from wtal_jax import config as config_lib, training
+    from wtal_jax.data import splits
+    from wtal_jax.runs import checkpoints
     from wtal_jax.runs.rundir import RunDir
 
     if not cfg.data.class_names:  # the classes come from the annotations (or synthetic data)
-        experiment.prepare_dataset(cfg, progress=False)
-    names = experiment.class_names(cfg)
+        splits.prepare_dataset(cfg, progress=False)
+    names = splits.class_names(cfg)
     params = torch_state_dict_to_params(
         load_state_dict(model_path), feature_dim=cfg.data.feature_dim,
         embed_dim=cfg.model.embed_dim, num_classes=len(names), source=model_path)
-    if len(experiment.run_seeds(cfg)) != 1:
+    if len(config_lib.run_seeds(cfg)) != 1:
         raise UserError('convert-torch writes one model: leave the config\'s seeds empty')
     with RunDir(workdir, write=True) as run:
         _prepare_workdir(run, force=force)
-        built = experiment.build(cfg, names)
+        built = training.build(cfg, names)
         # The shape checks above guarantee this; a failure here is a bug in the layout table.
         _assert_same_structure(jax.tree.map(lambda x: x[0], built.state.params), params)
         stacked = jax.tree.map(lambda p: p[None], params)
         state = built.state.replace(params=stacked, opt_state=jax.vmap(built.tx.init)(stacked))
         run.write_config(cfg)  # before the checkpoint: a crash leaves no orphan
         run.manager(cfg, num_seeds=1)
-        if not experiment.save_checkpoint(run, 0, experiment.saved_state(state), cfg, names,
+        if not checkpoints.save_checkpoint(run, 0, checkpoints.saved_state(state), cfg, names,
                                           extra={'converted_from': os.path.abspath(model_path)}):
             raise UserError(f'{model_path}: the state dict holds NaN or Inf values')
     return os.path.join(run.checkpoint_dir, '0'), names
@@ -362,10 +363,10 @@ def export(source: str, output: str, *, which: str = 'best', seed: int | None = 
     ``source`` is a run directory (``which`` picks 'best' or 'latest') or RUN/checkpoints/STEP.
     An existing ``output`` is replaced only with ``force``. Returns (step, workdir, class names).
     """
-    from wtal_jax.runs import experiment
+    from wtal_jax.runs import rundir
     check_output_path(output, overwrite=force)  # before the minutes of loading
     torch = _import_torch()
-    ckpt = experiment.load_checkpoint(source, which=which, seed=seed)
+    ckpt = rundir.load_checkpoint(source, which=which, seed=seed)
     names, step, workdir = ckpt.names, ckpt.step, ckpt.workdir
     state_dict = params_to_torch_state_dict(ckpt.state.params)
     for key, value in state_dict.items():

@@ -17,7 +17,7 @@ or two processes of two devices each train the same model.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -26,8 +26,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from wtal_jax.method import losses, selection
-from wtal_jax.method.models import UMModel
+from wtal_jax import config as config_lib
+from wtal_jax.method.um import losses, selection
+from wtal_jax.method.um.models import UMModel
 
 AXIS = 'devices'
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -276,3 +277,27 @@ def host_metrics(sums: dict) -> list[dict[str, float]]:
     names = [k for k in sums if k != 'count']
     return [{k: float(np.asarray(sums[k], np.float64)[s] / count[s]) for k in names}
             for s in range(len(count))]
+
+
+# ---------------------------------------------------------------------------------------------
+# A config's trainable pieces
+
+
+class Built(NamedTuple):
+    """The trainable pieces of a config: network, optimiser, step hyper-parameters, and the
+    initial train state of every seed, stacked (leading seed axis)."""
+    model: object
+    tx: object
+    hp: StepConfig
+    state: TrainState
+
+
+def build(cfg, names: tuple[str, ...]) -> Built:
+    """Model, optimiser, step hyper-parameters and a fresh stacked train state for ``cfg``."""
+    model = make_model(cfg, len(names))
+    tx = make_optimizer(cfg.optim)
+    states = [create_train_state(model, tx, seed=seed, feature_dim=cfg.data.feature_dim,
+                                 num_segments=cfg.data.num_segments)
+              for seed in config_lib.run_seeds(cfg)]
+    return Built(model, tx, StepConfig.from_config(cfg, len(names)),
+                 stack_states(states))

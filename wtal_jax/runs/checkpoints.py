@@ -1,35 +1,32 @@
-"""Orbax checkpoints: saved asynchronously, checksummed, kept latest-K plus each seed's best.
+"""Checkpoints: what a step's checkpoint holds, its layout, and saving and restoring it intact.
 
 A step's folder ``checkpoints/STEP/`` holds two items: ``state`` (the stacked
-:class:`~wtal_jax.method.train.TrainState` and the running metric sums) and ``meta`` (JSON:
-class names, sizes, seeds, the data fingerprint, the step's evaluation metrics and a checksum
-of every saved array). Orbax commits a step atomically (a temporary folder renamed at the end),
-so a crash during an asynchronous save leaves no half-written step behind; a step damaged later
-(a flipped byte, a truncated file) fails its checksums on restore.
+:class:`~wtal_jax.training.TrainState` and the running metric sums, :func:`saved_state`) and ``meta``
+(JSON, :func:`checkpoint_meta`: class names, sizes, seeds, the data fingerprint, the step's
+evaluation metrics and a checksum of every saved array). Orbax commits a step atomically (a
+temporary folder renamed at the end), so a crash during an asynchronous save leaves no
+half-written step behind; a step damaged later (a flipped byte, a truncated file) fails its
+checksums on restore. Steps are kept latest-K plus each seed's best.
 
-:class:`wtal_jax.runs.rundir.RunDir` is the one owner of a run's manager; this module holds the
-pieces it is made of.
+:class:`wtal_jax.runs.rundir.RunDir` is the one way into a run's checkpoints (it owns the run's
+one manager); this module decides their content and layout.
 """
 
-import contextlib
-import errno
 import gc
-import inspect
 import json
-import logging
 import os
-import re
-import sys
 
-from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from wtal_jax import config as config_lib
+from wtal_jax import training
+from wtal_jax.runs.orbax_logs import absl_errors_only, describe, drop_abandoned_io_reports
+
 CHECKPOINT_DIR = 'checkpoints'
-_ORBAX_DIR = os.path.dirname(os.path.abspath(ocp.__file__))
 
 
 class CorruptCheckpoint(Exception):
@@ -67,7 +64,7 @@ def open_manager(directory: str, *, keep: int, best_key: str | None = None,
         create=not read_only, enable_async_checkpointing=not read_only, best_fn=best_fn,
         best_mode=best_mode, save_interval_steps=0 if read_only else 1,
         lightweight_initialize=read_only)
-    _drop_abandoned_io_reports()
+    drop_abandoned_io_reports()
     with absl_errors_only(read_only):  # read-only managers warn that they are read-only
         return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
@@ -89,60 +86,56 @@ def step_metrics_problem(step_dir: str) -> str | None:
     return None if isinstance(metrics, dict) else 'metrics unreadable (not a JSON object)'
 
 
-class HeldErrorLogs(logging.Filter):
-    """Holds back Orbax's error logs, tracebacks from its background threads included.
+# ---------------------------------------------------------------------------------------------
+# Content
 
-    Orbax logs a failure where it happens (often in a thread) and raises it again in the
-    caller, where it becomes one line; the logs would add dozens. Those that no exception
-    accounts for are given back as one line each by :meth:`take`.
+
+def saved_state(state: training.TrainState, sums: dict | None = None) -> dict:
+    """What a checkpoint holds: the stacked train state and the running metric sums of the
+    training log's current window (zero at a log step), so a resumed run logs the same rows."""
+    num_seeds = jax.tree.leaves(state)[0].shape[0]
+    return {'train': state, 'sums': training.zero_metrics(num_seeds) if sums is None else sums}
+
+
+def abstract_state(cfg, names, sharding=None):
+    """The shape of a checkpoint of ``cfg`` (see :func:`saved_state`), to restore into."""
+    return abstract_like(
+        jax.eval_shape(lambda: saved_state(training.build(cfg, names).state)), sharding)
+
+
+def checkpoint_meta(cfg, names, *, fingerprint: dict | None = None,
+                    metrics: dict | None = None) -> dict:
+    """What a checkpoint carries besides the state: enough to use it without the data."""
+    return {'class_names': list(names), 'feature_dim': cfg.data.feature_dim,
+            'embed_dim': cfg.model.embed_dim, 'seeds': list(config_lib.run_seeds(cfg)),
+            'data': fingerprint or {}, 'metrics': metrics or {}}
+
+
+def save_checkpoint(run, step: int, state: dict, cfg, names, *,
+                    fingerprint: dict | None = None, metrics: dict | None = None,
+                    extra: dict | None = None) -> bool:
+    """Checksums ``state`` (a :func:`saved_state`) and starts saving it at ``step``.
+
+    Returns False, saving nothing, when a value is not finite: a diverged state is never saved
+    as a good checkpoint.
     """
-
-    def __init__(self):
-        super().__init__()
-        self.held: list[str] = []
-        self.silenced = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and record.pathname.startswith(_ORBAX_DIR):
-            if not self.silenced:
-                text = record.getMessage().strip().splitlines()
-                self.held.append(text[0][:300] if text else 'error')
-            return False
-        return True
-
-    def silence(self) -> None:
-        """Drops Orbax's error logs from now on, for the rest of the process: after a failed
-        save, its threads may go on logging the failure (already said) as they wind down, up
-        to the interpreter's exit."""
-        self.held, self.silenced = [], True
-
-    def take(self) -> list[str]:
-        """The held messages, once each, in order; then forgets them."""
-        held, self.held = list(dict.fromkeys(self.held)), []
-        return held
-
-    def attach(self) -> 'HeldErrorLogs':
-        absl_logging.get_absl_logger().addFilter(self)
-        return self
-
-    def detach(self) -> None:
-        absl_logging.get_absl_logger().removeFilter(self)
+    sums, finite = checksums(state)
+    if not finite:
+        return False
+    meta = checkpoint_meta(cfg, names, fingerprint=fingerprint, metrics=metrics)
+    run.save(step, state, dict(meta, **(extra or {}), checksums=sums), metrics)
+    return True
 
 
-@contextlib.contextmanager
-def absl_errors_only(active: bool = True):
-    """Silences Orbax's absl warnings about what we do on purpose (they would reach stderr)."""
-    level = absl_logging.get_verbosity()
-    if active:
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(level)
+def abstract_like(tree, sharding=None):
+    """The shape/dtype skeleton of a pytree (with ``sharding`` on every leaf if given)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        tree)
 
 
 # ---------------------------------------------------------------------------------------------
 # Checksums
+
 
 def _words(leaf: jax.Array) -> jax.Array:
     """The array's bytes as uint32 words, flat (32-bit dtypes as they are, others widened)."""
@@ -194,6 +187,7 @@ def numpy_checksum(array: np.ndarray) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Save and restore one step
+
 
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
          metrics: dict | None = None) -> None:
@@ -256,104 +250,3 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state) -> tuple[
     if differ:
         raise CorruptCheckpoint(f'step {step}: checksum mismatch in {", ".join(differ[:3])}')
     return state, meta
-
-
-def describe(error: BaseException, folder: str = '') -> str:
-    """One short line for an error: its innermost cause, where the detail is (TensorStore's
-    outer errors print a whole spec), as ``Type: first line``, paths shown relative to
-    ``folder``."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__
-    text = str(error).strip().splitlines()
-    if not text:
-        return type(error).__name__
-    line = text[0].replace(os.path.join(os.fspath(folder), ''), '') if folder else text[0]
-    return f'{type(error).__name__}: {line[:200]}'
-
-
-def _is_abandoned_io(unraisable) -> bool:
-    """Python's report of an array read or write that Orbax left behind when another one of the
-    same restore or save failed: the unfinished coroutine, collected, or TensorStore completing
-    it into the closed event loop."""
-    if isinstance(unraisable.exc_value, RuntimeError) and unraisable.object is None and \
-            str(unraisable.exc_value) == 'Event loop is closed':
-        return True
-    obj = unraisable.object
-    return inspect.iscoroutine(obj) and obj.cr_code.co_filename.startswith(_ORBAX_DIR)
-
-
-def _raised_in_orbax(error: BaseException | None) -> bool:
-    tb = error.__traceback__ if error is not None else None
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename.startswith(_ORBAX_DIR):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-# How TensorStore's errors begin: an absl status code, e.g. "RESOURCE_EXHAUSTED: ".
-_TENSORSTORE_STATUS = re.compile(r'[A-Z][A-Z_]+: ')
-
-
-class _AbandonedTaskLogs(logging.Filter):
-    """Drops asyncio's "... exception was never retrieved" for the tasks and TensorStore
-    futures that Orbax abandoned (their failure is the one Orbax raises in the caller)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if 'exception was never retrieved' not in text.split('\n')[0]:
-            return True
-        error = record.exc_info[1] if record.exc_info else None
-        return not (_ORBAX_DIR in text or _raised_in_orbax(error) or (
-            error is not None and _TENSORSTORE_STATUS.match(str(error))))
-
-
-def _drop_abandoned_io_reports() -> None:
-    """Installs, once per process, a hook that drops Python's reports of abandoned array reads
-    and writes and passes every other report on, and the same filter for asyncio's log.
-
-    When one array of a damaged step cannot be read (or the disk fills up during a save), Orbax
-    gives up the others, and each would print a traceback, from another thread and at any
-    later moment: dozens for a problem reported in one line already.
-    """
-    asyncio_log = logging.getLogger('asyncio')
-    if not any(isinstance(f, _AbandonedTaskLogs) for f in asyncio_log.filters):
-        asyncio_log.addFilter(_AbandonedTaskLogs())
-    if getattr(sys.unraisablehook, 'drops_abandoned_io', False):
-        return
-    previous = sys.unraisablehook
-
-    def hook(unraisable):
-        if not _is_abandoned_io(unraisable):
-            previous(unraisable)
-    hook.drops_abandoned_io = True
-    sys.unraisablehook = hook
-
-
-# TensorStore reports a refused write as a ValueError whose text starts with a status.
-_IO_STATUSES = ('RESOURCE_EXHAUSTED', 'PERMISSION_DENIED', 'UNAVAILABLE', 'DATA_LOSS')
-
-
-def write_failure(error: BaseException) -> tuple[int | None, str] | None:
-    """(errno, reason) when ``error`` (from a save, perhaps raised again from Orbax's background
-    thread) is the system refusing to write (a full disk, a permission, a lost mount); None for
-    anything else, which is a bug and keeps its traceback."""
-    seen = error
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen.errno, seen.strerror or str(seen)
-        text = str(seen)
-        code = re.search(r"os_error_code='?(\d+)", text)
-        if code:
-            number = int(code.group(1))
-            return number, os.strerror(number)
-        if text.startswith(_IO_STATUSES):
-            return errno.EIO, text.splitlines()[0][:200]
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def abstract_like(tree, sharding=None):
-    """The shape/dtype skeleton of a pytree (with ``sharding`` on every leaf if given)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                        tree)

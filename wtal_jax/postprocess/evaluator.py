@@ -1,0 +1,81 @@
+"""The evaluator: a split's scores, detections and metrics for any parameters (SPEC §5, §6).
+
+Inference (compiled, on the device) -> localisation (NumPy) -> mAP and the protocol report
+(NumPy). The training loop's evaluations, ``evaluate``, the figures and the notebooks all
+evaluate through :class:`Evaluator`.
+"""
+
+import dataclasses
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from wtal_jax.data import dataset
+from wtal_jax.postprocess import evaluation, inference, localization, report
+
+
+class Evaluator:
+    """Scores, detections and metrics of one split for any parameters (SPEC §5, §6).
+
+    Packs the split's test-sampled features once (on the first local device); each call runs the
+    compiled forward pass, the NumPy localisation and the mAP evaluation. The ground truth of the
+    test split is the annotation file's whole subset, so a video without features or predictions
+    counts its instances as missed (the official convention); the selection split and the
+    training part of the training subset are evaluated on their own videos' ground truth.
+    """
+
+    def __init__(self, cfg, split: dataset.Split, model, *, split_name: str):
+        self.packed = inference.on_device(inference.pack(
+            split.features, num_segments=cfg.data.num_segments,
+            chunk_size=cfg.eval.chunk_segments))
+        # The packed copy is all that is needed from here on: do not hold the features twice.
+        self.cfg, self.split_name = cfg, split_name
+        self.split = dataclasses.replace(split, features=[])
+        self.predictor = inference.Predictor(model, r_act=cfg.model.r_act,
+                                             r_bkg=cfg.model.r_bkg)
+        self.localize_cfg = localization.LocalizeConfig(**cfg.localize)
+        part = cfg.data.test if split_name == cfg.data.test.subset else cfg.data.train
+        gt = evaluation.load_ground_truth(os.path.join(cfg.data.root, cfg.data.annotation_file),
+                                          part.subset)
+        self.gt = gt if part is cfg.data.test else evaluation.restrict_ground_truth(
+            gt, split.names + split.missing)
+        self.tious = np.asarray(cfg.eval.tiou_thresholds, np.float64)
+
+    def scores(self, params) -> list[localization.VideoScores]:
+        """Per-video network outputs, in split order."""
+        return self.predictor(params, self.packed, num_segments=self.cfg.data.num_segments,
+                              durations=self.split.durations)
+
+    def __call__(self, params, *, protocol: str = 'seconds', ambiguous=None
+                 ) -> tuple[dict, dict, evaluation.DetectionResult, dict]:
+        """Returns (metrics, ActivityNet results, DetectionResult, report) for one model.
+
+        ``metrics`` are the compact figures a training log keeps (mAP per threshold, their
+        average, the protocol report's other averages, video accuracy, classification mAP);
+        ``report`` is everything of :func:`wtal_jax.postprocess.report.evaluate`.
+        """
+        scores = self.scores(params)
+        results = localization.localize(dict(zip(self.split.names, scores)),
+                                        self.split.class_names, self.localize_cfg)
+        # mAP averages over the classes of the ground truth; a detection of a class that the
+        # evaluated videos lack cannot change any AP, and load_predictions rejects its label.
+        known = set(self.gt.class_names)
+        scored = dict(results, results={
+            video: [d for d in dets if d['label'] in known]
+            for video, dets in results['results'].items()})
+        p_act = np.stack([s.p_act for s in scores])
+        figures, detection = report.evaluate(
+            self.gt, evaluation.load_predictions(scored, self.gt), tiou_thresholds=self.tious,
+            protocol=protocol, ambiguous=ambiguous,
+            video_scores=report.VideoLevelScores(self.split.names, self.split.class_names, p_act),
+            accuracy_threshold=self.cfg.eval.class_threshold)
+        metrics = {
+            'average_mAP': float(detection.average_map),
+            'mAP': [float(v) for v in detection.map],
+            'tiou_thresholds': [float(t) for t in self.tious],
+            'averages': figures['averages'],
+            'accuracy': float(figures['video_accuracy']),
+            'classification_mAP': float(figures['classification_mAP']),
+        }
+        return metrics, results, detection, figures
