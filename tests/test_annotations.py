@@ -10,7 +10,7 @@ import pytest
 
 from wtal_jax.data import annotations
 from wtal_jax.errors import UserError
-from wtal_jax.postprocess import evaluation
+from wtal_jax.postprocess import eval_files
 from test_data import assert_one_line_error
 
 
@@ -24,7 +24,7 @@ def test_training_and_evaluation_read_the_same_real_file(thumos14_dir):
     with open(path) as f:
         database = json.load(f)['database']
     parsed = annotations.load_annotations(path)
-    gt = evaluation.load_ground_truth(path, 'test')
+    gt = eval_files.load_ground_truth(path, 'test')
     test_videos = [v for v, e in database.items() if e['subset'] == 'test']
     assert list(gt.video_names) == test_videos
     for i, video in enumerate(gt.video_names):
@@ -60,7 +60,7 @@ def test_training_and_evaluation_read_the_same_real_file(thumos14_dir):
 def test_bad_files_give_one_line(tmp_path, text, fragments):
     path = write(tmp_path / 'gt.json', text)
     for read in (annotations.load_annotations,
-                 lambda p: evaluation.load_ground_truth(p, 'test')):
+                 lambda p: eval_files.load_ground_truth(p, 'test')):
         assert_one_line_error(lambda: read(path), path, *fragments)
 
 

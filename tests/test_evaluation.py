@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from wtal_jax.postprocess import evaluation as ev
+from wtal_jax.postprocess import average_precision, eval_files, snippet, tables
 from wtal_jax.errors import UserError
 
 THUMOS_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -184,8 +184,8 @@ def pred_doc(videos):
 
 
 def evaluate(tmp_path, gt_json, pred_json, thresholds, subset='test'):
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), subset)
-    return ev.evaluate_detection(gt, ev.load_predictions(pred_json, gt), thresholds)
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), subset)
+    return average_precision.evaluate_detection(gt, eval_files.load_predictions(pred_json, gt), thresholds)
 
 
 def assert_same_as_reference(result, gt_json, pred_json, thresholds, subset='test'):
@@ -274,7 +274,7 @@ def test_matches_reference_on_real_thumos14(thumos14_dir):
     path = os.path.join(thumos14_dir, 'gt.json')
     with open(path) as f:
         gt_json = json.load(f)
-    gt = ev.load_ground_truth(path, 'test')
+    gt = eval_files.load_ground_truth(path, 'test')
     rng = np.random.default_rng(2)
     results = {}
     for _ in range(3000):
@@ -291,7 +291,7 @@ def test_matches_reference_on_real_thumos14(thumos14_dir):
     pred_json = {'results': results}
     # Threshold 0 admits instances at tIoU 0, which tie by the dozen in the long THUMOS videos.
     thresholds = [0.0] + THUMOS_THRESHOLDS
-    result = ev.evaluate_detection(gt, ev.load_predictions(pred_json, gt), thresholds)
+    result = average_precision.evaluate_detection(gt, eval_files.load_predictions(pred_json, gt), thresholds)
     assert_same_as_reference(result, gt_json, pred_json, thresholds)
     assert len(result.class_names) == 20
 
@@ -327,11 +327,11 @@ def test_predictions_without_ground_truth_in_their_video_are_false_positives(tmp
         'v2': [('A', 0.9, 0, 10)],    # a video with ground truth, but not of class A
         'v3': [('A', 0.85, 0, 10)],   # a video without any annotation
         'v1': [('A', 0.8, 0, 10)]})
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), 'test')
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), 'test')
     assert gt.video_names == ('v1', 'v2', 'v3')
-    preds = ev.load_predictions(pred_json, gt)
+    preds = eval_files.load_predictions(pred_json, gt)
     assert preds.num_outside_subset == 1 and preds.outside_subset_videos == ('t1',)
-    result = ev.evaluate_detection(gt, preds, [0.5])
+    result = average_precision.evaluate_detection(gt, preds, [0.5])
     # FP, FP, FP, TP: the only recall step (0 -> 1) has envelope precision 1/4.
     assert result.ap[0, 0] == 0.25
     assert result.ap[1, 0] == 0.0  # class B: no predictions
@@ -362,7 +362,7 @@ def test_zero_length_prediction_on_zero_length_instance_is_tiou_zero_not_nan(tmp
     # Union 0: the official code divides 0 by 0 and counts the NaN as a match at every threshold.
     gt_json = gt_doc({'v1': [('A', 5, 5), ('A', 0, 10)]})
     pred_json = pred_doc({'v1': [('A', 0.9, 5, 5), ('A', 0.8, 7, 7)]})
-    tiou = ev.segment_iou(np.array([[5.0, 5.0]]), np.array([[[5.0, 5.0], [0.0, 10.0]]]))
+    tiou = average_precision.segment_iou(np.array([[5.0, 5.0]]), np.array([[[5.0, 5.0], [0.0, 10.0]]]))
     assert tiou.tolist() == [[0.0, 0.0]]
     result = evaluate(tmp_path, gt_json, pred_json, [0.0, 0.5])
     # 0.0: both match (one instance each) -> 1. 0.5: nothing matches -> 0.
@@ -402,7 +402,7 @@ def test_class_order_is_first_appearance_in_the_subset(tmp_path):
     gt_json = gt_doc({'v1': [('Z', 0, 1)], 'v2': [('B', 0, 1), ('Z', 2, 3), ('A', 4, 5)]})
     gt_json['database']['t'] = {'subset': 'train', 'annotations': [{'label': 'Q',
                                                                     'segment': [0, 1]}]}
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), 'test')
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), 'test')
     assert gt.class_names == ('Z', 'B', 'A')
     assert gt.label.tolist() == [0, 1, 0, 2]
     assert gt.video.tolist() == [0, 1, 1, 1]
@@ -411,17 +411,17 @@ def test_class_order_is_first_appearance_in_the_subset(tmp_path):
 def test_string_bounds_are_read_as_numbers(tmp_path):
     gt_json = {'database': {'v1': {'subset': 'test', 'annotations': [
         {'label': 'A', 'segment': ['18.6', '24.8']}]}}}
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), 'test')
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), 'test')
     assert gt.segments.tolist() == [[18.6, 24.8]]
-    preds = ev.load_predictions({'results': {'v1': [
+    preds = eval_files.load_predictions({'results': {'v1': [
         {'label': 'A', 'score': 1, 'segment': ['18.6', 24.8]}]}}, gt)
     assert preds.segments.tolist() == [[18.6, 24.8]] and preds.score.dtype == np.float64
 
 
 def test_numpy_scalars_and_tuples_are_accepted(tmp_path):
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 0, 1)]})),
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 0, 1)]})),
                               'test')
-    preds = ev.load_predictions({'results': {'v1': [
+    preds = eval_files.load_predictions({'results': {'v1': [
         {'label': 'A', 'score': np.float32(0.5), 'segment': (np.float64(0), np.int64(1))}]}}, gt)
     assert preds.score.tolist() == [0.5] and preds.segments.tolist() == [[0.0, 1.0]]
 
@@ -461,8 +461,8 @@ def case_with_distinct_scores(draw):
 def _evaluate_docs(gt_json, pred_json, thresholds):
     # Hypothesis reuses function-scoped fixtures across examples, so no tmp_path here.
     with tempfile.TemporaryDirectory() as folder:
-        gt = ev.load_ground_truth(write_json(os.path.join(folder, 'gt.json'), gt_json), 'test')
-    return ev.evaluate_detection(gt, ev.load_predictions(pred_json, gt), thresholds)
+        gt = eval_files.load_ground_truth(write_json(os.path.join(folder, 'gt.json'), gt_json), 'test')
+    return average_precision.evaluate_detection(gt, eval_files.load_predictions(pred_json, gt), thresholds)
 
 
 @settings(max_examples=60, deadline=None)
@@ -527,36 +527,36 @@ def test_bad_ground_truth_segments(tmp_path, segment, problem):
     path = _gt_file(tmp_path, [{'label': 'A', 'segment': [0, 1]},
                                {'label': 'A', 'segment': segment}])
     with pytest.raises(UserError, match=re.escape(problem)) as info:
-        ev.load_ground_truth(path, 'test')
+        eval_files.load_ground_truth(path, 'test')
     assert path in str(info.value) and 'vid1' in str(info.value)
     assert 'annotation 1' in str(info.value)
 
 
 def test_missing_or_malformed_ground_truth_file(tmp_path):
     with pytest.raises(UserError, match='cannot read'):
-        ev.load_ground_truth(str(tmp_path / 'nope.json'), 'test')
+        eval_files.load_ground_truth(str(tmp_path / 'nope.json'), 'test')
     (tmp_path / 'bad.json').write_text('{"database": ')
     with pytest.raises(UserError, match='not valid JSON'):
-        ev.load_ground_truth(str(tmp_path / 'bad.json'), 'test')
+        eval_files.load_ground_truth(str(tmp_path / 'bad.json'), 'test')
     with pytest.raises(UserError, match='no "database"'):
-        ev.load_ground_truth(write_json(tmp_path / 'x.json', {'videos': {}}), 'test')
+        eval_files.load_ground_truth(write_json(tmp_path / 'x.json', {'videos': {}}), 'test')
 
 
 def test_subset_without_videos_or_annotations(tmp_path):
     path = _gt_file(tmp_path, [{'label': 'A', 'segment': [0, 1]}], subset='train')
     with pytest.raises(UserError, match="no video of subset 'test'.*'train'"):
-        ev.load_ground_truth(path, 'test')
+        eval_files.load_ground_truth(path, 'test')
     with pytest.raises(UserError, match='no annotations'):
-        ev.load_ground_truth(_gt_file(tmp_path, []), 'test')
+        eval_files.load_ground_truth(_gt_file(tmp_path, []), 'test')
 
 
 def test_deeply_nested_json_is_one_line(tmp_path):
     path = tmp_path / 'deep.json'
     path.write_text('[' * 100_000 + ']' * 100_000)
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 0, 1)]})),
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 0, 1)]})),
                               'test')
-    for call in (lambda: ev.load_ground_truth(str(path), 'test'),
-                 lambda: ev.load_predictions(str(path), gt)):
+    for call in (lambda: eval_files.load_ground_truth(str(path), 'test'),
+                 lambda: eval_files.load_predictions(str(path), gt)):
         with pytest.raises(UserError, match='nested too deeply') as info:
             call()
         assert str(path) in str(info.value) and '\n' not in str(info.value)
@@ -564,24 +564,24 @@ def test_deeply_nested_json_is_one_line(tmp_path):
 
 def test_warnings_name_uncovered_videos_and_outside_predictions(tmp_path):
     videos = {f'v{i:03d}': [('A', 0, 1)] for i in range(100)}
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc(videos)), 'test')
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc(videos)), 'test')
     # Predictions for 2 of the 100 videos, an empty list for a third, one video outside.
-    preds = ev.load_predictions(pred_doc({'v005': [('A', 0.5, 0, 1)], 'v007': [('A', 0.5, 0, 1)],
+    preds = eval_files.load_predictions(pred_doc({'v005': [('A', 0.5, 0, 1)], 'v007': [('A', 0.5, 0, 1)],
                                           'v009': [], 'x': [('A', 0.5, 0, 1)]}), gt)
-    missing = ev.videos_without_predictions(gt, preds)
+    missing = eval_files.videos_without_predictions(gt, preds)
     assert missing == tuple(v for v in videos if v not in ('v005', 'v007'))
-    lines = ev.input_warnings(gt, preds)
+    lines = eval_files.input_warnings(gt, preds)
     assert len(lines) == 2
     assert lines[0].startswith('1 predictions are for videos outside subset')
     assert lines[1].startswith("98 of the 100 ground-truth videos of subset 'test' have no "
                                'predictions (first: v000)')
-    full = ev.load_predictions(pred_doc({v: [('A', 0.5, 0, 1)] for v in videos}), gt)
-    assert ev.input_warnings(gt, full) == [] and ev.videos_without_predictions(gt, full) == ()
+    full = eval_files.load_predictions(pred_doc({v: [('A', 0.5, 0, 1)] for v in videos}), gt)
+    assert eval_files.input_warnings(gt, full) == [] and eval_files.videos_without_predictions(gt, full) == ()
 
 
 @pytest.fixture
 def small_gt(tmp_path):
-    return ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
+    return eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
         'v1': [('A', 0, 10)], 'v2': [('B', 0, 10)]})), 'test')
 
 
@@ -589,7 +589,7 @@ def test_unknown_labels_are_listed(small_gt):
     results = {'v1': [{'label': f'X{i}', 'score': 0.5, 'segment': [0, 1]} for i in range(7)]}
     results['v2'] = [{'label': 'A', 'score': 0.5, 'segment': [0, 1]}]
     with pytest.raises(UserError) as info:
-        ev.load_predictions({'results': results}, small_gt)
+        eval_files.load_predictions({'results': results}, small_gt)
     message = str(info.value)
     assert "7 predicted labels" in message and "'X0' (video v1)" in message
     assert "'X4'" in message and "'X5'" not in message and 'and 2 more' in message
@@ -613,24 +613,24 @@ def test_bad_prediction_entries(small_gt, tmp_path, entry, problem):
                        'v2': [{'label': 'B', 'score': 0.1, 'segment': [0, 1]}, entry]}}
     path = write_json(tmp_path / 'pred.json', doc)
     with pytest.raises(UserError, match=re.escape(problem)) as info:
-        ev.load_predictions(path, small_gt)
+        eval_files.load_predictions(path, small_gt)
     assert f'{path}: video v2, prediction 1' in str(info.value)
 
 
 def test_malformed_prediction_files(small_gt, tmp_path):
     with pytest.raises(UserError, match='cannot read'):
-        ev.load_predictions(str(tmp_path / 'nope.json'), small_gt)
+        eval_files.load_predictions(str(tmp_path / 'nope.json'), small_gt)
     with pytest.raises(UserError, match='no "results"'):
-        ev.load_predictions({'result': {}}, small_gt)
+        eval_files.load_predictions({'result': {}}, small_gt)
     with pytest.raises(UserError, match='video v1: expected a list'):
-        ev.load_predictions({'results': {'v1': {'label': 'A'}}}, small_gt)
+        eval_files.load_predictions({'results': {'v1': {'label': 'A'}}}, small_gt)
 
 
 def test_bad_threshold_arrays(small_gt):
-    preds = ev.load_predictions({'results': {}}, small_gt)
+    preds = eval_files.load_predictions({'results': {}}, small_gt)
     for bad in ([], [0.5, 1.5], [[0.5]], [float('nan')]):
         with pytest.raises(UserError, match='tIoU thresholds'):
-            ev.evaluate_detection(small_gt, preds, bad)
+            average_precision.evaluate_detection(small_gt, preds, bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,20 +638,20 @@ def test_bad_threshold_arrays(small_gt):
 
 
 def test_parse_tiou_thresholds():
-    assert ev.parse_tiou_thresholds('0.1:0.7:0.1').tolist() == THUMOS_THRESHOLDS
-    assert ev.parse_tiou_thresholds('0.5:0.95:0.05').tolist() == [
+    assert eval_files.parse_tiou_thresholds('0.1:0.7:0.1').tolist() == THUMOS_THRESHOLDS
+    assert eval_files.parse_tiou_thresholds('0.5:0.95:0.05').tolist() == [
         0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
-    assert ev.parse_tiou_thresholds('0.5,0.75,0.95').tolist() == [0.5, 0.75, 0.95]
-    assert ev.parse_tiou_thresholds(' 0.5 ').tolist() == [0.5]
-    assert ev.parse_tiou_thresholds('0.3:0.3:0.1').tolist() == [0.3]
-    assert ev.parse_tiou_thresholds('0:1:0.25').tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert eval_files.parse_tiou_thresholds('0.5,0.75,0.95').tolist() == [0.5, 0.75, 0.95]
+    assert eval_files.parse_tiou_thresholds(' 0.5 ').tolist() == [0.5]
+    assert eval_files.parse_tiou_thresholds('0.3:0.3:0.1').tolist() == [0.3]
+    assert eval_files.parse_tiou_thresholds('0:1:0.25').tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 @pytest.mark.parametrize('text', ['', '0.1:0.7', '0.1:0.7:0.1:1', 'a,b', '0.5,,0.7', '1.5',
                                   '-0.1', '0.7:0.1:0.1', '0.1:0.7:0', 'nan', '0:1:0.00001'])
 def test_parse_tiou_thresholds_rejects(text):
     with pytest.raises(UserError, match='tIoU thresholds'):
-        ev.parse_tiou_thresholds(text)
+        eval_files.parse_tiou_thresholds(text)
 
 
 def test_evaluate_files_json_and_table(tmp_path):
@@ -659,15 +659,15 @@ def test_evaluate_files_json_and_table(tmp_path):
     # A: tIoU 0.5 -> matched up to 0.5. B: tIoU 0.8 -> matched up to 0.8.
     pred_path = write_json(tmp_path / 'p.json', pred_doc({'v1': [('A', 0.9, 0, 5),
                                                                  ('B', 0.8, 20, 28)]}))
-    result = ev.evaluate_files(gt_path, pred_path, 'test', '0.1:0.7:0.1')
+    result = average_precision.evaluate_files(gt_path, pred_path, 'test', '0.1:0.7:0.1')
     assert result.map.tolist() == [1, 1, 1, 1, 1, 0.5, 0.5]
-    out = ev.result_to_json(result)
+    out = average_precision.result_to_json(result)
     assert out == {'tiou_thresholds': THUMOS_THRESHOLDS, 'mAP': [1, 1, 1, 1, 1, 0.5, 0.5],
                    'average_mAP': result.average_map,
                    'ap': {'A': [1, 1, 1, 1, 1, 0, 0], 'B': [1] * 7}}
     assert result.average_map == pytest.approx(6 / 7, abs=1e-15)
     json.dumps(out, allow_nan=False)
-    assert ev.format_table(result).splitlines() == [
+    assert tables.format_table(result).splitlines() == [
         'mAP@tIoU |   0.1   0.2   0.3   0.4   0.5  0.6  0.7 |  AVG',
         'mAP (%)  | 100.0 100.0 100.0 100.0 100.0 50.0 50.0 | 85.7']
 
@@ -686,12 +686,12 @@ def write_ambiguous(path, rows):
 def evaluate_snippets(gt_path, proposals, ambiguous_path, thresholds, subset='test'):
     """Our snippet protocol on whole-snippet proposals written in seconds (index * 16 / 25),
     as wtal_jax's localisation writes them."""
-    gt = ev.load_ground_truth(gt_path, subset)
-    preds = ev.load_predictions({'results': {v: [
+    gt = eval_files.load_ground_truth(gt_path, subset)
+    preds = eval_files.load_predictions({'results': {v: [
         {'label': c, 'score': p, 'segment': [s * 16 / 25, e * 16 / 25]} for c, p, s, e in props]
         for v, props in proposals.items()}}, gt)
-    ambiguous = ev.load_ambiguous(ambiguous_path) if ambiguous_path else None
-    return ev.evaluate_detection(*ev.snippet_protocol(gt, preds, ambiguous), thresholds)
+    ambiguous = snippet.load_ambiguous(ambiguous_path) if ambiguous_path else None
+    return average_precision.evaluate_detection(*snippet.snippet_protocol(gt, preds, ambiguous), thresholds)
 
 
 def assert_same_as_snippet_reference(result, gt_json, proposals, ambiguous_path, thresholds):
@@ -782,43 +782,43 @@ def test_snippet_grid_by_hand(tmp_path):
     # even, as Python's round); a prediction [0.64, 1.92] s -> [1, 3]: tIoU 1/2 on the grid,
     # (1.92 - 1) / (2 - 0.64) = 0.68 in seconds.
     gt_path = write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 1.0, 2.0), ('A', 0.32, 0.96)]}))
-    gt = ev.load_ground_truth(gt_path, 'test')
-    preds = ev.load_predictions(pred_doc({'v1': [('A', 0.9, 0.64, 1.92)]}), gt)
-    grid_gt, grid_preds = ev.snippet_protocol(gt, preds)
+    gt = eval_files.load_ground_truth(gt_path, 'test')
+    preds = eval_files.load_predictions(pred_doc({'v1': [('A', 0.9, 0.64, 1.92)]}), gt)
+    grid_gt, grid_preds = snippet.snippet_protocol(gt, preds)
     assert grid_gt.segments.tolist() == [[2, 3], [0, 2]]
     assert [round(0.32 * 25 / 16), round(0.96 * 25 / 16)] == [0, 2]
     assert grid_preds.segments.tolist() == [[1, 3]]
-    assert ev.evaluate_detection(gt, preds, [0.6]).ap[0, 0] == 0.5  # seconds: matched
-    assert ev.evaluate_detection(grid_gt, grid_preds, [0.6]).ap[0, 0] == 0.0  # grid: not
-    assert ev.evaluate_detection(grid_gt, grid_preds, [0.5]).ap[0, 0] == 0.5
+    assert average_precision.evaluate_detection(gt, preds, [0.6]).ap[0, 0] == 0.5  # seconds: matched
+    assert average_precision.evaluate_detection(grid_gt, grid_preds, [0.6]).ap[0, 0] == 0.0  # grid: not
+    assert average_precision.evaluate_detection(grid_gt, grid_preds, [0.5]).ap[0, 0] == 0.5
 
 
 def test_ambiguous_overlap_by_hand(tmp_path):
     # Ambiguous [3.2, 4.8] s -> snippets [5, 7.5 -> 8). Touching at 5 keeps a prediction; sharing
     # snippet 5 drops it, whatever its class; other videos are untouched.
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
         'v1': [('A', 0, 10)], 'v2': [('B', 0, 10)]})), 'test')
-    preds = ev.load_predictions(pred_doc({
+    preds = eval_files.load_predictions(pred_doc({
         'v1': [('A', 0.9, 1.92, 3.2),    # [3, 5): touches
                ('B', 0.8, 1.92, 3.52),   # [3, 5.5 -> 6): shares snippet 5
                ('A', 0.7, 4.48, 4.48),   # [7, 7): empty, shares nothing
                ('A', 0.6, 4.8, 6.4)],    # [8, 10): after
         'v2': [('B', 0.5, 3.2, 4.8)]}), gt)
-    ambiguous = ev.load_ambiguous(write_ambiguous(tmp_path / 'amb.txt', [('v1', 3.2, 4.8)]))
-    _, kept = ev.snippet_protocol(gt, preds, ambiguous)
+    ambiguous = snippet.load_ambiguous(write_ambiguous(tmp_path / 'amb.txt', [('v1', 3.2, 4.8)]))
+    _, kept = snippet.snippet_protocol(gt, preds, ambiguous)
     assert kept.score.tolist() == [0.9, 0.7, 0.6, 0.5]
     assert kept.segments.tolist() == [[3, 5], [7, 7], [8, 10], [5, 8]]
     assert kept.label.tolist() == [0, 0, 0, 1] and kept.video.tolist() == [0, 0, 0, 1]
 
 
 def test_snippet_protocol_keeps_outside_subset_bookkeeping(tmp_path):
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 0, 10)]})),
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({'v1': [('A', 0, 10)]})),
                               'test')
-    preds = ev.load_predictions(pred_doc({'t1': [('A', 0.9, 0, 1), ('A', 0.8, 5, 6)],
+    preds = eval_files.load_predictions(pred_doc({'t1': [('A', 0.9, 0, 1), ('A', 0.8, 5, 6)],
                                           't2': [('A', 0.7, 5, 6)]}), gt)
-    ambiguous = ev.load_ambiguous(write_ambiguous(tmp_path / 'amb.txt',
+    ambiguous = snippet.load_ambiguous(write_ambiguous(tmp_path / 'amb.txt',
                                                   [('t1', 4.9, 6), ('t2', 0, 9)]))
-    _, kept = ev.snippet_protocol(gt, preds, ambiguous)
+    _, kept = snippet.snippet_protocol(gt, preds, ambiguous)
     assert kept.num_outside_subset == 1 and kept.outside_subset_videos == ('t1',)
     assert preds.num_outside_subset == 3  # the input is unchanged
 
@@ -827,7 +827,7 @@ def test_load_ambiguous_real_file(thumos14_dir):
     path = os.path.join(thumos14_dir, 'ambiguous_test.txt')
     with open(path) as f:
         rows = [line.split() for line in f if line.strip()]
-    ambiguous = ev.load_ambiguous(path)
+    ambiguous = snippet.load_ambiguous(path)
     assert list(ambiguous) == list(dict.fromkeys(r[0] for r in rows))
     assert sum(len(a) for a in ambiguous.values()) == len(rows)
     first = rows[0]
@@ -845,10 +845,10 @@ def test_load_ambiguous_bad_lines(tmp_path, text, problem):
     path = tmp_path / 'amb.txt'
     path.write_text(text)
     with pytest.raises(UserError, match=re.escape(problem)) as info:
-        ev.load_ambiguous(str(path))
+        snippet.load_ambiguous(str(path))
     assert str(path) in str(info.value) and '\n' not in str(info.value)
     with pytest.raises(UserError, match='cannot read'):
-        ev.load_ambiguous(str(tmp_path / 'nope.txt'))
+        snippet.load_ambiguous(str(tmp_path / 'nope.txt'))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -861,12 +861,12 @@ def test_video_accuracy():
              [0.5, 0.5, 0.5],   # predicts {0, 1, 2}; labels {1}: wrong
              [0.1, 0.1, 0.1]]   # predicts nothing; labels {2}: wrong
     labels = [[1, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
-    assert ev.video_accuracy(p_act, labels) == 0.5
-    assert ev.video_accuracy(p_act, np.array(labels) / 2.0) == 0.5  # normalised labels
+    assert average_precision.video_accuracy(p_act, labels) == 0.5
+    assert average_precision.video_accuracy(p_act, np.array(labels) / 2.0) == 0.5  # normalised labels
     # At 0.25 video 0 still predicts {0, 2}; video 1 predicts nothing: only video 0 is right.
-    assert ev.video_accuracy(p_act, labels, threshold=0.25) == 0.25
+    assert average_precision.video_accuracy(p_act, labels, threshold=0.25) == 0.25
     with pytest.raises(ValueError):
-        ev.video_accuracy(p_act, labels[:3])
+        average_precision.video_accuracy(p_act, labels[:3])
 
 
 def test_classification_map():
@@ -881,16 +881,18 @@ def test_classification_map():
     # Class 0, ranking 0, 1, 2, 3: positives at ranks 1 and 3 -> (1/1 + 2/3) / 2.
     # Class 1, ranking 2, 1, 3, 0: positive at rank 2 -> 1/2.
     # Class 2 has no positive video: left out.
-    assert ev.classification_map(scores, labels) == pytest.approx(((1 + 2 / 3) / 2 + 0.5) / 2,
+    assert average_precision.classification_map(scores, labels) == pytest.approx(((1 + 2 / 3) / 2 + 0.5) / 2,
                                                                   abs=1e-15)
     # Ties: equal scores keep video order, so the positive video 1 ranks second -> AP 1/2.
     tied = np.full((3, 1), 0.5)
-    assert ev.classification_map(tied, [[0], [1], [0]]) == 0.5
+    assert average_precision.classification_map(tied, [[0], [1], [0]]) == 0.5
     with pytest.raises(ValueError, match='no class has a positive'):
-        ev.classification_map(scores, np.zeros((4, 3)))
+        average_precision.classification_map(scores, np.zeros((4, 3)))
 
 
 def test_evaluation_does_not_import_jax():
-    code = 'import sys, wtal_jax.postprocess.evaluation; print("jax" in sys.modules)'
+    code = ('import sys, wtal_jax.postprocess.eval_files, wtal_jax.postprocess.snippet, '
+            'wtal_jax.postprocess.average_precision, wtal_jax.postprocess.tables; '
+            'print("jax" in sys.modules)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'False'

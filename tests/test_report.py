@@ -13,7 +13,7 @@ import pytest
 
 from wtal_jax import cli
 from wtal_jax.errors import UserError
-from wtal_jax.postprocess import evaluation as ev
+from wtal_jax.postprocess import average_precision, eval_files, snippet, tables
 from wtal_jax.postprocess import report as rp
 from test_evaluation import gt_doc, pred_doc, random_case, write_ambiguous, write_json
 
@@ -32,9 +32,9 @@ def two_instances(tmp_path):
     mAP at t: 1 for t <= 0.5 (TP, TP); 0.25 for 0.5 < t <= 0.8 (FP then TP: recall 1/2 at
     precision 1/2); 0 above 0.8.
     """
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
         'v1': [('A', 0, 10), ('A', 20, 30)], 'v2': []})), 'test')
-    preds = ev.load_predictions(pred_doc({'v1': [('A', 0.9, 0, 5), ('A', 0.8, 20, 28)]}), gt)
+    preds = eval_files.load_predictions(pred_doc({'v1': [('A', 0.9, 0, 5), ('A', 0.8, 20, 28)]}), gt)
     return gt, preds
 
 
@@ -79,29 +79,29 @@ def test_averages_equal_separate_evaluations(tmp_path):
     rng = np.random.default_rng(7)
     for case in range(20):
         gt_json, pred_json = random_case(rng)
-        gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), 'test')
-        preds = ev.load_predictions(pred_json, gt)
+        gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_json), 'test')
+        preds = eval_files.load_predictions(pred_json, gt)
         requested = ['0.1:0.7:0.1', '0.25,0.5', '0.7,0.1', '0.5:0.95:0.05'][case % 4]
         family = 'activitynet' if case % 4 == 3 else 'thumos14'
         figures = rp.report(gt, preds, tiou_thresholds=requested)
         ranges = THUMOS_RANGES if family == 'thumos14' else {'0.5:0.95': ACTIVITYNET_RANGE}
         assert list(figures['averages']) == list(ranges)
         for name, thresholds in ranges.items():
-            single = [ev.evaluate_detection(gt, preds, [t]).map[0] for t in thresholds]
+            single = [average_precision.evaluate_detection(gt, preds, [t]).map[0] for t in thresholds]
             assert figures['averages'][name] == np.mean(single), name
-            assert figures['averages'][name] == ev.evaluate_detection(
+            assert figures['averages'][name] == average_precision.evaluate_detection(
                 gt, preds, thresholds).average_map, name
             for t, m in zip(thresholds, single):
                 assert figures['mAP_by_tiou'][f'{t:g}'] == m
-        plain = ev.result_to_json(ev.evaluate_detection(
-            gt, preds, ev.parse_tiou_thresholds(requested)))
+        plain = average_precision.result_to_json(average_precision.evaluate_detection(
+            gt, preds, eval_files.parse_tiou_thresholds(requested)))
         assert {k: figures[k] for k in RESULT_KEYS} == plain
 
 
 def test_video_level_metrics(tmp_path):
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
         'v1': [('B', 0, 1), ('A', 2, 3)], 'v2': [('A', 0, 1)], 'v3': []})), 'test')
-    preds = ev.load_predictions({'results': {}}, gt)
+    preds = eval_files.load_predictions({'results': {}}, gt)
     # Columns in another order than the ground truth's classes (B, A), plus a class it lacks.
     classes = ('A', 'B', 'C')
     scores = np.array([[0.9, 0.3, 0.1],    # v1: {A, B} = labels {A, B}
@@ -110,8 +110,8 @@ def test_video_level_metrics(tmp_path):
     labels = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0]])
     figures = rp.report(gt, preds, video_scores=rp.VideoLevelScores(
         ('v1', 'v2', 'v3'), classes, scores))
-    assert figures['video_accuracy'] == ev.video_accuracy(scores, labels) == 2 / 3
-    assert figures['classification_mAP'] == ev.classification_map(scores, labels)
+    assert figures['video_accuracy'] == average_precision.video_accuracy(scores, labels) == 2 / 3
+    assert figures['classification_mAP'] == average_precision.classification_map(scores, labels)
     assert figures['accuracy_threshold'] == 0.2
     # Rows in another order give the same figures.
     shuffled = rp.report(gt, preds, video_scores=rp.VideoLevelScores(
@@ -127,13 +127,13 @@ def test_video_level_metrics(tmp_path):
 
 
 def test_snippet_protocol_through_the_report(tmp_path):
-    gt = ev.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc({
         'v1': [('A', 1.0, 2.0), ('A', 5.0, 9.0)]})), 'test')
-    preds = ev.load_predictions(pred_doc({'v1': [
+    preds = eval_files.load_predictions(pred_doc({'v1': [
         ('A', 0.9, 0.64, 1.92), ('A', 0.8, 3.2, 4.8), ('A', 0.7, 5.0, 9.0)]}), gt)
-    ambiguous = ev.load_ambiguous(write_ambiguous(tmp_path / 'amb.txt', [('v1', 3.5, 4.0)]))
+    ambiguous = snippet.load_ambiguous(write_ambiguous(tmp_path / 'amb.txt', [('v1', 3.5, 4.0)]))
     figures = rp.report(gt, preds, protocol='snippet', ambiguous=ambiguous)
-    expected = ev.evaluate_detection(*ev.snippet_protocol(gt, preds, ambiguous),
+    expected = average_precision.evaluate_detection(*snippet.snippet_protocol(gt, preds, ambiguous),
                                      THUMOS_RANGES['0.1:0.9'])
     assert list(figures['mAP_by_tiou'].values()) == expected.map.tolist()
     assert figures['ambiguous_dropped'] == 1 and figures['num_predictions'] == 2
@@ -145,7 +145,7 @@ def test_snippet_protocol_through_the_report(tmp_path):
 
 
 def test_format_report(two_instances):
-    text = rp.format_report(rp.report(*two_instances))
+    text = tables.format_report(rp.report(*two_instances))
     lines = text.splitlines()
     assert lines[0] == 'protocol: seconds (the official ActivityNet evaluation)'
     assert lines[1] == ("subset 'test': 2 videos (listed under \"videos\" in --json), 1 classes, "
@@ -154,20 +154,20 @@ def test_format_report(two_instances):
     assert 'average over | 0.1:0.5 0.1:0.7 0.1:0.9 0.3:0.7' in lines
     assert 'mAP (%)      |   100.0    78.6    63.9    70.0' in lines
     assert 'A              | 100.0 100.0 100.0 100.0 100.0 25.0 25.0 | 78.6' in lines
-    anet = rp.format_report(rp.report(*two_instances, tiou_thresholds='0.5:0.95:0.05'))
+    anet = tables.format_report(rp.report(*two_instances, tiou_thresholds='0.5:0.95:0.05'))
     assert 'average over | 0.5:0.95   0.5 0.75 0.95' in anet.splitlines()
     assert 'mAP (%)      |     25.0 100.0 25.0  0.0' in anet.splitlines()
 
 
 def test_real_thumos14_videos_are_listed(thumos14_dir):
-    gt = ev.load_ground_truth(os.path.join(thumos14_dir, 'gt.json'), 'test')
-    figures = rp.report(gt, ev.load_predictions({'results': {}}, gt))
+    gt = eval_files.load_ground_truth(os.path.join(thumos14_dir, 'gt.json'), 'test')
+    figures = rp.report(gt, eval_files.load_predictions({'results': {}}, gt))
     with open(os.path.join(thumos14_dir, 'split_test.txt')) as f:
         split = [line.strip() for line in f if line.strip()]
     assert sorted(figures['videos']) == sorted(split) and len(split) == 210
     assert not set(rp.THUMOS14_EXCLUDED) & set(figures['videos'])
     assert len(figures['ap']) == 20
-    assert "THUMOS'14 test videos 270, 1292 and 1496 are not evaluated" in rp.format_report(
+    assert "THUMOS'14 test videos 270, 1292 and 1496 are not evaluated" in tables.format_report(
         figures)
 
 
@@ -220,7 +220,7 @@ def test_map_report_json_keeps_the_plain_keys(files, tmp_path, capsys):
 def test_map_snippet_protocol_on_real_thumos14(thumos14_dir, tmp_path, capsys):
     gt_path = os.path.join(thumos14_dir, 'gt.json')
     ambiguous_path = os.path.join(thumos14_dir, 'ambiguous_test.txt')
-    gt = ev.load_ground_truth(gt_path, 'test')
+    gt = eval_files.load_ground_truth(gt_path, 'test')
     # The ground truth itself as predictions: on the snippet grid, what is lost are the
     # predictions over ambiguous segments and the instances that round to zero length.
     pred_path = write_json(tmp_path / 'p.json', {'results': {
@@ -233,10 +233,10 @@ def test_map_snippet_protocol_on_real_thumos14(thumos14_dir, tmp_path, capsys):
                                '--report', '--json', str(out_path))
     assert status == 0 and err == ''
     figures = json.loads(out_path.read_text())
-    grid_gt, grid_preds = ev.snippet_protocol(gt, ev.load_predictions(pred_path, gt),
-                                              ev.load_ambiguous(ambiguous_path))
+    grid_gt, grid_preds = snippet.snippet_protocol(gt, eval_files.load_predictions(pred_path, gt),
+                                              snippet.load_ambiguous(ambiguous_path))
     assert figures['ambiguous_dropped'] == len(gt.label) - len(grid_preds.score) > 0
-    assert figures['mAP'] == ev.evaluate_detection(grid_gt, grid_preds,
+    assert figures['mAP'] == average_precision.evaluate_detection(grid_gt, grid_preds,
                                                    THUMOS_RANGES['0.1:0.7']).map.tolist()
     assert 0.9 < figures['average_mAP'] < 1.0
     assert f'{figures["ambiguous_dropped"]} predictions overlapping ambiguous segments' in out

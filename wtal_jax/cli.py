@@ -126,7 +126,7 @@ def cmd_evaluate(args, overrides) -> int:
     """Evaluates one seed of a run directory's best (or a given) checkpoint on a split."""
     from wtal_jax import config as config_lib
     from wtal_jax.io_utils import write_json_atomic
-    from wtal_jax.postprocess import evaluation, report
+    from wtal_jax.postprocess import snippet, tables
     from wtal_jax.data import splits
     from wtal_jax.postprocess.evaluator import Evaluator
     from wtal_jax.runs import rundir
@@ -135,7 +135,7 @@ def cmd_evaluate(args, overrides) -> int:
         raise UserError('evaluate needs --workdir or --checkpoint')
     if args.ambiguous and args.protocol != 'snippet':
         raise UserError('--ambiguous applies to --protocol snippet only')
-    ambiguous = evaluation.load_ambiguous(args.ambiguous) if args.ambiguous else None
+    ambiguous = snippet.load_ambiguous(args.ambiguous) if args.ambiguous else None
     ckpt = rundir.load_checkpoint(source, which=args.which, seed=args.seed,
                                       overrides=() if args.config else overrides)
     cfg = config_lib.load_config(args.config, overrides) if args.config else ckpt.cfg
@@ -153,7 +153,7 @@ def cmd_evaluate(args, overrides) -> int:
     write_json_atomic(metrics_path, {'step': ckpt.step, 'split': split_name, 'seed': ckpt.seed,
                                      **figures}, indent=1)
     print(f'{split_name} split, checkpoint step {ckpt.step}, seed {ckpt.seed}')
-    print(report.format_report(figures))
+    print(tables.format_report(figures))
     print(f'wrote {results_path} and {metrics_path}')
     return 0
 
@@ -162,7 +162,7 @@ def cmd_map(args, overrides) -> int:
     """Standalone drop-in for the official ActivityNet detection evaluation; ``--report`` gives
     every figure papers quote, ``--protocol snippet`` the W-TALC / CO2-Net / DELU protocol."""
     from wtal_jax.io_utils import check_output_path, write_json_atomic
-    from wtal_jax.postprocess import evaluation, report
+    from wtal_jax.postprocess import average_precision, eval_files, report, snippet, tables
     _no_overrides('map', overrides)
     if args.family and not args.report:
         raise UserError('--family chooses the averages of --report; add --report')
@@ -170,11 +170,11 @@ def cmd_map(args, overrides) -> int:
         raise UserError('--ambiguous applies to --protocol snippet only')
     if args.json:
         check_output_path(args.json)  # checked before the work, not after it
-    tious = evaluation.parse_tiou_thresholds(args.tiou_thresholds)
-    gt = evaluation.load_ground_truth(args.ground_truth, args.subset)
-    preds = evaluation.load_predictions(args.predictions, gt)
-    ambiguous = evaluation.load_ambiguous(args.ambiguous) if args.ambiguous else None
-    warnings = evaluation.input_warnings(gt, preds)
+    tious = eval_files.parse_tiou_thresholds(args.tiou_thresholds)
+    gt = eval_files.load_ground_truth(args.ground_truth, args.subset)
+    preds = eval_files.load_predictions(args.predictions, gt)
+    ambiguous = snippet.load_ambiguous(args.ambiguous) if args.ambiguous else None
+    warnings = eval_files.input_warnings(gt, preds)
     if args.protocol == 'snippet' and ambiguous is None:
         warnings.append('no --ambiguous list: no prediction is dropped (the snippet-protocol '
                         "codebases drop those overlapping THUMOS'14's Ambiguous_test.txt)")
@@ -183,12 +183,12 @@ def cmd_map(args, overrides) -> int:
     if args.report:
         figures = report.report(gt, preds, tiou_thresholds=tious, family=args.family or 'auto',
                                 protocol=args.protocol, ambiguous=ambiguous)
-        print(report.format_report(figures))
+        print(tables.format_report(figures))
     else:
         eval_gt, eval_preds = report.apply_protocol(gt, preds, args.protocol, ambiguous)
-        result = evaluation.evaluate_detection(eval_gt, eval_preds, tious)
-        print(evaluation.format_table(result))
-        figures = evaluation.result_to_json(result)
+        result = average_precision.evaluate_detection(eval_gt, eval_preds, tious)
+        print(tables.format_table(result))
+        figures = average_precision.result_to_json(result)
         if args.protocol != 'seconds':  # the plain keys alone stay the official evaluation's
             figures['protocol'] = args.protocol
     if args.json:

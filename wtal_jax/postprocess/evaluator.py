@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from wtal_jax.data import dataset
-from wtal_jax.postprocess import evaluation, inference, localization, report
+from wtal_jax.postprocess import average_precision, eval_files, inference, localization, report
 
 
 class Evaluator:
@@ -36,9 +36,9 @@ class Evaluator:
                                              r_bkg=cfg.model.r_bkg)
         self.localize_cfg = localization.LocalizeConfig(**cfg.localize)
         part = cfg.data.test if split_name == cfg.data.test.subset else cfg.data.train
-        gt = evaluation.load_ground_truth(os.path.join(cfg.data.root, cfg.data.annotation_file),
+        gt = eval_files.load_ground_truth(os.path.join(cfg.data.root, cfg.data.annotation_file),
                                           part.subset)
-        self.gt = gt if part is cfg.data.test else evaluation.restrict_ground_truth(
+        self.gt = gt if part is cfg.data.test else eval_files.restrict_ground_truth(
             gt, split.names + split.missing)
         self.tious = np.asarray(cfg.eval.tiou_thresholds, np.float64)
 
@@ -48,7 +48,7 @@ class Evaluator:
                               durations=self.split.durations)
 
     def __call__(self, params, *, protocol: str = 'seconds', ambiguous=None
-                 ) -> tuple[dict, dict, evaluation.DetectionResult, dict]:
+                 ) -> tuple[dict, dict, average_precision.DetectionResult, dict]:
         """Returns (metrics, ActivityNet results, DetectionResult, report) for one model.
 
         ``metrics`` are the compact figures a training log keeps (mAP per threshold, their
@@ -66,7 +66,7 @@ class Evaluator:
             for video, dets in results['results'].items()})
         p_act = np.stack([s.p_act for s in scores])
         figures, detection = report.evaluate(
-            self.gt, evaluation.load_predictions(scored, self.gt), tiou_thresholds=self.tious,
+            self.gt, eval_files.load_predictions(scored, self.gt), tiou_thresholds=self.tious,
             protocol=protocol, ambiguous=ambiguous,
             video_scores=report.VideoLevelScores(self.split.names, self.split.class_names, p_act),
             accuracy_threshold=self.cfg.eval.class_threshold)

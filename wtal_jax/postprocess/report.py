@@ -17,7 +17,7 @@ requested ones keep the keys of a plain evaluation (``tiou_thresholds``, ``mAP``
 ``average_mAP``, ``ap``) with the same values.
 
 Protocols: ``'seconds'`` is the official ActivityNet evaluation; ``'snippet'`` is the W-TALC /
-CO2-Net / DELU one (``evaluation.snippet_protocol``).
+CO2-Net / DELU one (``snippet.snippet_protocol``).
 """
 
 from collections.abc import Mapping, Sequence
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from wtal_jax.errors import UserError
-from wtal_jax.postprocess import evaluation
+from wtal_jax.postprocess import average_precision, eval_files, snippet
 
 # Name of each range → its thresholds, as START:STOP:STEP (STOP included).
 AVERAGE_RANGES = {
@@ -66,9 +66,9 @@ def choose_family(tiou_thresholds: np.ndarray, family: str = 'auto') -> str:
     return 'activitynet' if np.min(tiou_thresholds) >= 0.5 else 'thumos14'
 
 
-def apply_protocol(gt: evaluation.GroundTruth, preds: evaluation.Predictions, protocol: str,
+def apply_protocol(gt: eval_files.GroundTruth, preds: eval_files.Predictions, protocol: str,
                    ambiguous: Mapping[str, np.ndarray] | None = None, *,
-                   snippets_per_second: float = evaluation.SNIPPETS_PER_SECOND):
+                   snippets_per_second: float = snippet.SNIPPETS_PER_SECOND):
     """(gt, preds) as ``protocol`` evaluates them: unchanged for ``'seconds'``; on the snippet
     grid, without the predictions overlapping ``ambiguous`` segments, for ``'snippet'``."""
     if protocol not in PROTOCOLS:
@@ -77,7 +77,7 @@ def apply_protocol(gt: evaluation.GroundTruth, preds: evaluation.Predictions, pr
         if ambiguous is not None:
             raise UserError('a list of ambiguous segments applies to the snippet protocol only')
         return gt, preds
-    return evaluation.snippet_protocol(gt, preds, ambiguous,
+    return snippet.snippet_protocol(gt, preds, ambiguous,
                                        snippets_per_second=snippets_per_second)
 
 
@@ -92,7 +92,7 @@ def _columns(thresholds: np.ndarray, wanted: Sequence[float]) -> np.ndarray:
     return np.abs(thresholds[None, :] - np.asarray(wanted, np.float64)[:, None]).argmin(axis=1)
 
 
-def video_level(gt: evaluation.GroundTruth, scores: VideoLevelScores,
+def video_level(gt: eval_files.GroundTruth, scores: VideoLevelScores,
                 accuracy_threshold: float = 0.2) -> dict:
     """Video accuracy and classification mAP of ``scores`` against the ground truth's labels.
 
@@ -116,35 +116,35 @@ def video_level(gt: evaluation.GroundTruth, scores: VideoLevelScores,
     labels = np.zeros((len(gt.video_names), len(classes)), bool)
     labels[gt.video, column[gt.label]] = True
     labels = labels[[gt_index[v] for v in names]]
-    return {'video_accuracy': evaluation.video_accuracy(values, labels, accuracy_threshold),
-            'classification_mAP': evaluation.classification_map(values, labels)}
+    return {'video_accuracy': average_precision.video_accuracy(values, labels, accuracy_threshold),
+            'classification_mAP': average_precision.classification_map(values, labels)}
 
 
-def report(gt: evaluation.GroundTruth, preds: evaluation.Predictions, **kwargs) -> dict:
+def report(gt: eval_files.GroundTruth, preds: eval_files.Predictions, **kwargs) -> dict:
     """Every figure of one set of detections, JSON-ready (see :func:`evaluate`)."""
     return evaluate(gt, preds, **kwargs)[0]
 
 
-def evaluate(gt: evaluation.GroundTruth, preds: evaluation.Predictions, *,
+def evaluate(gt: eval_files.GroundTruth, preds: eval_files.Predictions, *,
              tiou_thresholds: Any = DEFAULT_THRESHOLDS, family: str = 'auto',
              protocol: str = 'seconds', ambiguous: Mapping[str, np.ndarray] | None = None,
              video_scores: VideoLevelScores | None = None, accuracy_threshold: float = 0.2,
-             snippets_per_second: float = evaluation.SNIPPETS_PER_SECOND
-             ) -> tuple[dict, evaluation.DetectionResult]:
+             snippets_per_second: float = snippet.SNIPPETS_PER_SECOND
+             ) -> tuple[dict, average_precision.DetectionResult]:
     """Every figure of one set of detections, JSON-ready, fractions (not percent), and the
-    :class:`~wtal_jax.postprocess.evaluation.DetectionResult` at the requested thresholds.
+    :class:`~wtal_jax.postprocess.average_precision.DetectionResult` at the requested thresholds.
 
     Args:
-      gt, preds: from ``evaluation.load_ground_truth`` / ``load_predictions`` (seconds).
+      gt, preds: from ``eval_files.load_ground_truth`` / ``load_predictions`` (seconds).
       tiou_thresholds: the thresholds of the plain keys, as an array or as text for
-        ``evaluation.parse_tiou_thresholds``.
+        ``eval_files.parse_tiou_thresholds``.
       family: which averages, ``'auto'``, ``'thumos14'`` or ``'activitynet'`` (module docstring).
       protocol: ``'seconds'`` or ``'snippet'``; ``ambiguous`` (from
-        ``evaluation.load_ambiguous``) with ``'snippet'`` only.
+        ``snippet.load_ambiguous``) with ``'snippet'`` only.
       video_scores: video-level class scores, for video accuracy and classification mAP.
       accuracy_threshold: a class counts as predicted for a video when its score is >= this.
     Returns:
-      ``tiou_thresholds``, ``mAP``, ``average_mAP``, ``ap`` (as ``evaluation.result_to_json``,
+      ``tiou_thresholds``, ``mAP``, ``average_mAP``, ``ap`` (as ``average_precision.result_to_json``,
       the same values as a plain evaluation at these thresholds); ``averages`` (range → mean mAP
       over all its thresholds); ``mAP_by_tiou`` (threshold text → mAP, every threshold
       evaluated); ``videos`` (the evaluated video ids, file order); ``protocol``, ``family``,
@@ -154,35 +154,35 @@ def evaluate(gt: evaluation.GroundTruth, preds: evaluation.Predictions, *,
       ``classification_mAP`` where ``video_scores`` is given.
     """
     if isinstance(tiou_thresholds, str):
-        tiou_thresholds = evaluation.parse_tiou_thresholds(tiou_thresholds)
-    requested = evaluation.check_thresholds(tiou_thresholds)
+        tiou_thresholds = eval_files.parse_tiou_thresholds(tiou_thresholds)
+    requested = eval_files.check_thresholds(tiou_thresholds)
     family = choose_family(requested, family)
-    ranges = {name: evaluation.parse_tiou_thresholds(spec)
+    ranges = {name: eval_files.parse_tiou_thresholds(spec)
               for name, spec in AVERAGE_RANGES[family].items()}
     extra = np.concatenate([*ranges.values(), QUOTED_THRESHOLDS[family]])
     every = _with_extra(requested, extra)
     eval_gt, eval_preds = apply_protocol(gt, preds, protocol, ambiguous,
                                          snippets_per_second=snippets_per_second)
-    full = evaluation.evaluate_detection(eval_gt, eval_preds, every)
+    full = average_precision.evaluate_detection(eval_gt, eval_preds, every)
 
     # The requested thresholds' figures, taken from the full evaluation: thresholds are matched
     # independently, so these equal a plain evaluation at the requested thresholds, digit for digit.
     picked = _columns(full.tiou_thresholds, requested)
-    plain = evaluation.DetectionResult(
+    plain = average_precision.DetectionResult(
         tiou_thresholds=requested, class_names=full.class_names, ap=full.ap[:, picked],
         map=full.map[picked], average_map=float(full.map[picked].mean()))
     figures = {
         'protocol': protocol,
         'family': family,
         'subset': gt.subset,
-        **evaluation.result_to_json(plain),
+        **average_precision.result_to_json(plain),
         'averages': {name: float(full.map[_columns(full.tiou_thresholds, t)].mean())
                      for name, t in ranges.items()},
         'mAP_by_tiou': {f'{t:.12g}': float(m) for t, m in zip(full.tiou_thresholds, full.map)},
         'videos': list(gt.video_names),
         'num_instances': int(len(gt.label)),
         'num_predictions': int(len(eval_preds.score)),
-        'videos_without_predictions': list(evaluation.videos_without_predictions(gt, preds)),
+        'videos_without_predictions': list(eval_files.videos_without_predictions(gt, preds)),
     }
     if protocol == 'snippet':
         figures['ambiguous_dropped'] = int(len(preds.score) - len(eval_preds.score))
@@ -190,60 +190,3 @@ def evaluate(gt: evaluation.GroundTruth, preds: evaluation.Predictions, *,
         figures.update(video_level(gt, video_scores, accuracy_threshold),
                        accuracy_threshold=float(accuracy_threshold))
     return figures, plain
-
-
-def _percent(value: float) -> str:
-    return f'{100 * value:.1f}'
-
-
-def _thumos14_note(videos: Sequence[str]) -> str | None:
-    """Which of the three THUMOS'14 test videos the release excludes are evaluated here."""
-    if not any(v.startswith('video_test_') for v in videos):
-        return None
-    kept = [v for v in THUMOS14_EXCLUDED if v in set(videos)]
-    if not kept:
-        return ('THUMOS\'14 test videos 270, 1292 and 1496 are not evaluated, as in the release '
-                '(codebases that keep two of them evaluate 212)')
-    return f'evaluated here although the release excludes them: {", ".join(kept)}'
-
-
-def format_report(figures: Mapping) -> str:
-    """The report of :func:`report` as text: header, mAP per tIoU, averages, video-level
-    metrics, per-class AP at the requested thresholds (percent, one decimal)."""
-    protocol = ('seconds (the official ActivityNet evaluation)' if figures['protocol'] == 'seconds'
-                else 'snippet (16-frame snippet grid, W-TALC / CO2-Net / DELU)')
-    lines = [f'protocol: {protocol}',
-             f'subset {figures["subset"]!r}: {len(figures["videos"])} videos (listed under '
-             f'"videos" in --json), {len(figures["ap"])} classes, {figures["num_instances"]} '
-             f'instances; {figures["num_predictions"]} predictions evaluated']
-    if 'ambiguous_dropped' in figures:
-        lines.append(f'{figures["ambiguous_dropped"]} predictions overlapping ambiguous segments '
-                     'dropped')
-    note = _thumos14_note(figures['videos'])
-    if note:
-        lines.append(note)
-    if figures['videos_without_predictions']:
-        lines.append(f'{len(figures["videos_without_predictions"])} videos have no predictions')
-
-    by_tiou = figures['mAP_by_tiou']
-    lines += [''] + evaluation.aligned_rows([
-        [['mAP@tIoU'], list(by_tiou)],
-        [['mAP (%)'], [_percent(m) for m in by_tiou.values()]]])
-    # ActivityNet papers quote 0.5 / 0.75 / 0.95 beside the average: those columns come last.
-    quoted = [f'{t:.12g}' for t in QUOTED_THRESHOLDS[figures['family']]]
-    averages = figures['averages']
-    lines += [''] + evaluation.aligned_rows([
-        [['average over'], list(averages) + quoted],
-        [['mAP (%)'], [_percent(m) for m in averages.values()]
-         + [_percent(by_tiou[t]) for t in quoted]]])
-    if 'video_accuracy' in figures:
-        lines += ['', f'video accuracy {_percent(figures["video_accuracy"])} % (class set '
-                      f'{{c : score >= {figures["accuracy_threshold"]:g}}} equals the labels), '
-                      f'classification mAP {_percent(figures["classification_mAP"])} %']
-    heads = [f'{t:g}' for t in figures['tiou_thresholds']]
-    lines += [''] + evaluation.aligned_rows(
-        [[['AP (%) at tIoU'], heads, ['AVG']]]
-        + [[[name], [_percent(a) for a in ap], [_percent(float(np.mean(ap)))]]
-           for name, ap in figures['ap'].items()]
-        + [[['mAP'], [_percent(m) for m in figures['mAP']], [_percent(figures['average_mAP'])]]])
-    return '\n'.join(lines)

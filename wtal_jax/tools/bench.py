@@ -54,7 +54,7 @@ class VideoSet(NamedTuple):
     source: str                   # where they come from, for the printed figures
     videos: tuple[str, ...]       # (V,) ids
     lengths: np.ndarray           # (V,) int, segments of each video
-    gt: object                    # evaluation.GroundTruth of the 'test' subset
+    gt: object                    # eval_files.GroundTruth of the 'test' subset
 
 
 def _timed(fn, repeats: int) -> float:
@@ -491,7 +491,7 @@ def _read_json(path: str):
 def thumos14_videos(folder: str) -> VideoSet:
     """THUMOS'14's test videos, n = int(duration * 25 / 16) segments each, and their ground
     truth, from ``folder``'s ``durations.json``, ``split_test.txt`` and ``gt.json``."""
-    from wtal_jax.postprocess import evaluation
+    from wtal_jax.postprocess import eval_files
     durations = _read_json(os.path.join(folder, 'durations.json'))
     split_path = os.path.join(folder, 'split_test.txt')
     try:
@@ -505,7 +505,7 @@ def thumos14_videos(folder: str) -> VideoSet:
         raise UserError(f'{folder}/durations.json: no duration for {len(missing)} of the '
                         f'{len(videos)} videos of split_test.txt (e.g. {missing[:1]})')
     lengths = np.array([int(durations[v]['duration'] * 25 / 16) for v in videos])
-    gt = evaluation.load_ground_truth(os.path.join(folder, 'gt.json'), 'test')
+    gt = eval_files.load_ground_truth(os.path.join(folder, 'gt.json'), 'test')
     return VideoSet(f"THUMOS'14 test split in {folder}", videos, lengths, gt)
 
 
@@ -520,7 +520,7 @@ def generated_videos(num_classes: int, *, seed: int = 0) -> VideoSet:
     """210 videos of THUMOS'14-like lengths (:func:`generated_lengths`) with synthetic ground
     truth (:func:`wtal_jax.data.synthetic.annotations`), classes Class00..."""
     from wtal_jax.data import synthetic
-    from wtal_jax.postprocess import evaluation
+    from wtal_jax.postprocess import eval_files
     lengths = generated_lengths(GENERATED_VIDEOS, seed=seed)
     videos = tuple(f'video_test_{i + 1:07d}' for i in range(GENERATED_VIDEOS))
     names = class_names(num_classes)
@@ -531,7 +531,7 @@ def generated_videos(num_classes: int, *, seed: int = 0) -> VideoSet:
         path = os.path.join(folder, 'gt.json')
         with open(path, 'w') as f:
             json.dump({'database': database}, f)
-        gt = evaluation.load_ground_truth(path, 'test')
+        gt = eval_files.load_ground_truth(path, 'test')
     return VideoSet(f"{GENERATED_VIDEOS} generated videos of THUMOS'14-like lengths", videos,
                    lengths, gt)
 
@@ -585,7 +585,7 @@ def bench_inference(shape: Shape, test: VideoSet, *, repeats: int = 3) -> dict:
 
 def bench_localize_map(shape: Shape, test: VideoSet, *, repeats: int = 3) -> dict:
     """Seconds of localising every video of ``test`` and of evaluating the detections' mAP."""
-    from wtal_jax.postprocess import evaluation, localization
+    from wtal_jax.postprocess import average_precision, eval_files, localization
     cfg, predictor, params, packed = _random_model_scores(shape, test.lengths)
     scores = dict(zip(test.videos, predictor(params, packed, num_segments=shape.segments)))
     class_names = test.gt.class_names + tuple(
@@ -597,8 +597,8 @@ def bench_localize_map(shape: Shape, test: VideoSet, *, repeats: int = 3) -> dic
         holder['results'] = localization.localize(scores, class_names[:shape.classes], loc_cfg)
 
     def run_map():
-        preds = evaluation.load_predictions(holder['results'], test.gt)
-        evaluation.evaluate_detection(test.gt, preds, np.asarray(cfg.eval.tiou_thresholds))
+        preds = eval_files.load_predictions(holder['results'], test.gt)
+        average_precision.evaluate_detection(test.gt, preds, np.asarray(cfg.eval.tiou_thresholds))
 
     localize_seconds = _timed(run_localize, repeats)
     map_seconds = _timed(run_map, repeats)
