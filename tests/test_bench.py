@@ -1,4 +1,4 @@
-"""``wtal-jax bench`` and ``python -m wtal_jax.bench`` from a fresh clone: runs without data, on
+"""``wtal-jax bench`` and ``wtal-jax bench --suite accelerator`` from a fresh clone: runs without data, on
 generated THUMOS'14-like videos; ``--data`` reads the real test split; bad sizes or folders are
 one line and exit status 2.
 
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from wtal_jax import bench as suite
+from wtal_jax.tools import bench_suite as suite
 from wtal_jax import cli
 from wtal_jax.data import dataset
 from wtal_jax.errors import UserError
@@ -277,7 +277,7 @@ def suite_output(tmp_path_factory):
         mp.setitem(suite.SCALES, 'quick', TINY)
         mp.chdir(tmp_path_factory.mktemp('fresh'))
         with contextlib.redirect_stdout(io.StringIO()) as out:
-            status = suite.main(['--suite', 'accelerator', '--json'])
+            status = cli.main(['bench', '--suite', 'accelerator', '--json'])
     assert status == 0
     return json.loads(out.getvalue())
 
@@ -311,7 +311,7 @@ def test_the_suite_table_has_one_row_per_benchmark(suite_output):
 
 
 def test_the_suite_refuses_bad_numbers_in_one_line(capsys):
-    assert suite.main(['--suite', 'accelerator', '--quick', '--protocol-steps', '3']) == 2
+    assert cli.main(['bench', '--suite', 'accelerator', '--quick', '--protocol-steps', '3']) == 2
     _, err = capsys.readouterr()
-    assert err.strip().splitlines()[-1] == ('python -m wtal_jax.bench: error: --protocol-steps 3:'
+    assert err.strip().splitlines()[-1] == ('wtal-jax bench: error: --protocol-steps 3:'
                                             ' need at least 10')

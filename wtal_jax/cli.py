@@ -322,10 +322,15 @@ def _add_prepare(sub) -> None:
 # bench
 
 def cmd_bench(args, overrides) -> int:
-    """Runs the chosen benchmarks and prints each one's figures as soon as it is measured."""
+    """Runs the chosen benchmarks and prints each one's figures as soon as it is measured; or
+    the whole suite (``--suite``) as one table."""
     import json
     from wtal_jax.tools import bench
     _no_overrides('bench', overrides)
+    if (args.which is None) == (args.suite is None):
+        raise UserError('give one benchmark (train-step, loop, ...) or --suite accelerator')
+    if args.suite:
+        return _bench_suite(args)
     shape = bench.Shape(batch_size=args.batch_size, segments=args.segments,
                         feature_dim=args.feature_dim, embed_dim=args.embed_dim,
                         classes=args.classes)
@@ -346,20 +351,46 @@ def cmd_bench(args, overrides) -> int:
     return 0
 
 
+def _bench_suite(args) -> int:
+    import json
+    from wtal_jax.tools import bench_suite
+    done = bench_suite.run(args.suite, scale='quick' if args.quick else args.scale,
+                           protocol_steps=args.protocol_steps, num_seeds=args.num_seeds,
+                           data=args.data)
+    if args.json:
+        print(json.dumps(done.to_json(args.suite)))
+    else:
+        print(done.header)
+        print(bench_suite.format_table(done.results))
+        print(f'suite: {done.seconds:.0f} s in all')
+    return 0
+
+
 def _add_bench(sub) -> None:
-    from wtal_jax.tools import bench  # NumPy only; its defaults are the sizes of THUMOS'14
+    from wtal_jax.tools import bench, bench_suite  # NumPy only; defaults: THUMOS'14's sizes
     sizes = bench.Shape()
     p = _subparser(sub, 'bench', 'benchmarks (train-step, loop, seeds, inference, localize, map)',
                    description='Speed of the training step, the training loop, many seeds at '
                                "once, inference, localisation and mAP, at THUMOS'14's sizes by "
                                'default; every figure beside one measured in the same run (the '
                                "machine's matmul rate, the compiled step alone, one seed). "
-                               'python -m wtal_jax.bench --suite accelerator runs them all.')
-    p.add_argument('which', choices=bench.BENCHMARKS,
+                               'wtal-jax bench --suite accelerator runs them all as one table.')
+    p.add_argument('which', nargs='?', choices=bench.BENCHMARKS,
                    help='what to time: train-step; loop (the real training loop against the '
                         'compiled step alone); seeds (N seeds at once against N runs of one); '
                         'inference, localize or map over the test videos (localize and map are '
-                        'timed together); all')
+                        'timed together); all. Or --suite instead')
+    g = p.add_argument_group('the suite: every benchmark in one prepared run, one table')
+    g.add_argument('--suite', choices=bench_suite.SUITES,
+                   help='run the suite instead of one benchmark (its sizes: --scale)')
+    g.add_argument('--scale', choices=('auto', *bench_suite.SCALES), default='auto',
+                   help="sizes of the suite: thumos (THUMOS'14's: B=16, T=750, D=E=2048, C=20, "
+                        '10,000 protocol steps), quick (B=4, T=32, D=E=32, 40 protocol steps), '
+                        'or auto: quick on a CPU, thumos on an accelerator')
+    g.add_argument('--quick', action='store_true', help='the same as --scale quick')
+    g.add_argument('--protocol-steps', type=int,
+                   help='steps of the suite\'s protocol run (default: 10,000 at thumos, 40 at '
+                        'quick)')
     p.add_argument('--batch-size', type=int, default=sizes.batch_size,
                    help='B, videos per training step')
     p.add_argument('--segments', type=int, default=sizes.segments,
@@ -389,7 +420,7 @@ def _add_bench(sub) -> None:
     p.add_argument('--test-videos', type=int, default=bench.GENERATED_VIDEOS,
                    help="loop: test videos of THUMOS'14-like lengths")
     p.add_argument('--num-seeds', type=int, default=5,
-                   help='seeds: N, the seeds trained at once and the runs of one seed')
+                   help='seeds (and the suite): N, the seeds trained at once and the runs of one')
     p.add_argument('--data', help="folder with THUMOS'14's durations.json, gt.json and "
                                   'split_test.txt: time inference, localize and map on its '
                                   f'test videos (default: {bench.GENERATED_VIDEOS} generated '

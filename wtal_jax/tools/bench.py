@@ -1,5 +1,5 @@
 """Speed of the training step, the training loop, many seeds at once, inference, localisation
-and mAP (``wtal-jax bench``; ``python -m wtal_jax.bench`` runs them all as one suite).
+and mAP (``wtal-jax bench``; ``wtal-jax bench --suite accelerator`` runs them all as one suite).
 
 Every figure is a ratio to something measured in the same run, not an absolute: a compute rate
 to the machine's matmul rate on the convolution's matrix shape (B*T, 3*D) @ (3*D, E); the

@@ -1,4 +1,4 @@
-"""``python -m wtal_jax.bench --suite accelerator``: every benchmark in one prepared run, one table.
+"""``wtal-jax bench --suite accelerator``: every benchmark in one prepared run, one table.
 
 The suite times, in this order: the training step (float32 and bfloat16, features gathered from
 a device table and sent from the host); the real training loop against the compiled step alone
@@ -12,7 +12,6 @@ under 5 minutes on one accelerator. On a CPU it runs quick sizes by default and 
 THUMOS'14's would take hours there.
 """
 
-import argparse
 import json
 import sys
 import tempfile
@@ -134,68 +133,59 @@ def format_table(results: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog='python -m wtal_jax.bench', description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--suite', choices=SUITES, required=True, help='which suite to run')
-    p.add_argument('--scale', choices=('auto', *SCALES), default='auto',
-                   help="sizes: thumos (THUMOS'14's: B=16, T=750, D=E=2048, C=20, 10,000 "
-                        'protocol steps), quick (B=4, T=32, D=E=32, 40 protocol steps), or auto: '
-                        'quick on a CPU, thumos on an accelerator')
-    p.add_argument('--quick', action='store_true', help='the same as --scale quick')
-    p.add_argument('--protocol-steps', type=int,
-                   help='steps of the protocol run (default: 10,000 at thumos, 40 at quick)')
-    p.add_argument('--num-seeds', type=int, default=5, help='N of the seeds benchmark')
-    p.add_argument('--data', help="folder with THUMOS'14's durations.json, gt.json and "
-                                  'split_test.txt for inference and localisation (default: 210 '
-                                  "generated videos of THUMOS'14-like lengths)")
-    p.add_argument('--json', action='store_true',
-                   help='print one JSON object (every result) instead of the table')
-    return p
+class Suite(NamedTuple):
+    """A finished suite: where it ran, at which sizes and why, its results and wall time."""
+    header: str
+    scale: str
+    scale_reason: str
+    device: str
+    platform: str
+    jax_version: str
+    results: list
+    seconds: float
+
+    def to_json(self, suite: str) -> dict:
+        return {'suite': suite, 'scale': self.scale, 'scale_reason': self.scale_reason,
+                'device': self.device, 'platform': self.platform, 'jax': self.jax_version,
+                'seconds': self.seconds, 'results': self.results}
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        import jax
-        device = jax.devices()[0]
-        name = 'quick' if args.quick else args.scale
-        if name == 'auto':
-            name = 'quick' if device.platform == 'cpu' else 'thumos'
-            why = (f'chosen automatically on a {device.platform}'
-                   + ('; --scale thumos for THUMOS\'14 sizes' if name == 'quick' else ''))
-        else:
-            why = 'asked'
-        scale = SCALES[name]
-        if args.protocol_steps is not None:
-            if args.protocol_steps < 2 * scale.log_every:
-                raise UserError(f'--protocol-steps {args.protocol_steps}: need at least '
-                                f'{2 * scale.log_every}')
-            scale = scale._replace(protocol_steps=args.protocol_steps)
-        if args.num_seeds < 1:
-            raise UserError(f'--num-seeds must be at least 1, got {args.num_seeds}')
-        header = (f'suite {args.suite} on {device.device_kind} ({device.platform}), jax '
-                  f'{jax.__version__}: {name} sizes ({why}): {dict(scale.shape._asdict())}, '
-                  f'loop {scale.loop_steps} steps, protocol {scale.protocol_steps} steps with '
-                  f'an evaluation every {scale.protocol_eval_every}')
-        _progress(header)
-        start = time.perf_counter()
-        results = run_suite(scale, num_seeds=args.num_seeds, data=args.data)
-        seconds = time.perf_counter() - start
-    except UserError as e:
-        print(f'python -m wtal_jax.bench: error: {e}', file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({'suite': args.suite, 'scale': name, 'scale_reason': why,
-                          'device': device.device_kind, 'platform': device.platform,
-                          'jax': jax.__version__, 'seconds': seconds, 'results': results}))
+def choose_scale(scale: str, platform: str, *, protocol_steps: int | None = None
+                 ) -> tuple[str, str, Scale]:
+    """(name, why, sizes): ``scale`` as asked, or for 'auto' quick on a CPU and thumos on an
+    accelerator; ``protocol_steps`` replaces the protocol's length."""
+    if scale == 'auto':
+        name = 'quick' if platform == 'cpu' else 'thumos'
+        why = (f'chosen automatically on a {platform}'
+               + ("; --scale thumos for THUMOS'14 sizes" if name == 'quick' else ''))
     else:
-        print(header)
-        print(format_table(results))
-        print(f'suite: {seconds:.0f} s in all')
-    return 0
+        name, why = scale, 'asked'
+    sizes = SCALES[name]
+    if protocol_steps is not None:
+        if protocol_steps < 2 * sizes.log_every:
+            raise UserError(f'--protocol-steps {protocol_steps}: need at least '
+                            f'{2 * sizes.log_every}')
+        sizes = sizes._replace(protocol_steps=protocol_steps)
+    return name, why, sizes
 
 
-if __name__ == '__main__':
-    raise SystemExit(main())
+def run(suite: str, *, scale: str = 'auto', protocol_steps: int | None = None,
+        num_seeds: int = 5, data: str | None = None) -> Suite:
+    """Runs suite ``suite`` (``SUITES``) on the first device at ``scale`` (see
+    :func:`choose_scale`), saying where and at which sizes on stderr before it starts."""
+    import jax
+    if suite not in SUITES:
+        raise UserError(f'unknown suite {suite!r}: one of {", ".join(SUITES)}')
+    if num_seeds < 1:
+        raise UserError(f'--num-seeds must be at least 1, got {num_seeds}')
+    device = jax.devices()[0]
+    name, why, sizes = choose_scale(scale, device.platform, protocol_steps=protocol_steps)
+    header = (f'suite {suite} on {device.device_kind} ({device.platform}), jax '
+              f'{jax.__version__}: {name} sizes ({why}): {dict(sizes.shape._asdict())}, '
+              f'loop {sizes.loop_steps} steps, protocol {sizes.protocol_steps} steps with '
+              f'an evaluation every {sizes.protocol_eval_every}')
+    _progress(header)
+    start = time.perf_counter()
+    results = run_suite(sizes, num_seeds=num_seeds, data=data)
+    return Suite(header, name, why, device.device_kind, device.platform, jax.__version__,
+                 results, time.perf_counter() - start)
