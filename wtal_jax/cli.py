@@ -553,6 +553,44 @@ def _add_ablate(sub) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# compare
+
+def cmd_compare(args, overrides) -> int:
+    from wtal_jax.io_utils import check_output_path, write_json_atomic
+    from wtal_jax.tools import compare
+    _no_overrides('compare', overrides)
+    if args.json:
+        check_output_path(args.json)   # before reading anything: a typo fails at once
+    comparisons, warnings = compare.compare_runs(args.runs)
+    for text in warnings:
+        print(f'warning: {text}', file=sys.stderr)
+    print(compare.format_comparisons(comparisons))
+    if args.json:
+        write_json_atomic(args.json, compare.to_json(comparisons), indent=1)
+        print(f'wrote {args.json}')
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = _subparser(sub, 'compare', 'is run B better than run A beyond seed noise? (paired seeds)',
+                   description='Pairs the seeds of runs trained with the same seed numbers and '
+                               'gives, for the selected, last-step and best-on-test columns of '
+                               'their report.json and each protocol average, the mean per-seed '
+                               'difference B - A in mAP points, its 95% confidence interval '
+                               "(Student's t) and an exact paired sign-flip p-value, then a "
+                               'verdict in words. Each later run is compared against the first. '
+                               'Runs must share their test split, tIoU thresholds, protocol and '
+                               'classes.')
+    p.add_argument('runs', nargs='+', metavar='RUN',
+                   help='run directories with a report.json: RUN_A RUN_B [RUN_C ...]')
+    p.add_argument('--json', metavar='FILE',
+                   help='also write every comparison (per-seed values, differences, mean, '
+                        'ci95, p_value; fractions) to this JSON file (default: none, the text '
+                        'alone)')
+    p.set_defaults(func=cmd_compare)
+
+
+# ---------------------------------------------------------------------------------------------
 # The parser and the entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -566,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(sub)
     _add_ablate(sub)
     _add_prepare(sub)
+    _add_compare(sub)
     return parser
 
 

@@ -98,16 +98,27 @@ def summarize(per_seed: list[dict]) -> dict:
 
 def run_report(rows: list[dict], *, seeds, select: str, test_split: str, num_steps: int,
                selection_split: str = 'selection', metric: str = 'average_mAP',
-               mode: str = 'max', videos: dict | None = None) -> dict:
-    """The report of a run: the rule, every seed's numbers, their means and deviations."""
+               mode: str = 'max', videos: dict | None = None, class_names=None,
+               protocol: str | None = None) -> dict:
+    """The report of a run: the rule, every seed's numbers, their means and deviations.
+
+    ``class_names`` (the C classes, in the model's order) and ``protocol`` (of the evaluation,
+    e.g. 'seconds') are written when given: ``wtal-jax compare`` refuses to pair runs whose
+    classes or protocol differ (a report without ``protocol`` means 'seconds').
+    """
     per_seed = [seed_report(rows, s, select=select, test_split=test_split,
                             selection_split=selection_split, num_steps=num_steps,
                             metric=metric, mode=mode) for s in seeds]
-    return {'select': select, 'rule': RULES[select], 'test_split': test_split,
-            'num_steps': num_steps, 'seeds': list(seeds), 'metric': metric,
-            'std': 'sample standard deviation over seeds (ddof=1); 0 for one seed',
-            'videos': videos or {}, 'per_seed': per_seed, 'summary': summarize(per_seed),
-            'tiou_thresholds': per_seed[0]['last']['tiou_thresholds']}
+    result = {'select': select, 'rule': RULES[select], 'test_split': test_split,
+              'num_steps': num_steps, 'seeds': list(seeds), 'metric': metric,
+              'std': 'sample standard deviation over seeds (ddof=1); 0 for one seed',
+              'videos': videos or {}, 'per_seed': per_seed, 'summary': summarize(per_seed),
+              'tiou_thresholds': per_seed[0]['last']['tiou_thresholds']}
+    if class_names is not None:
+        result['class_names'] = list(class_names)
+    if protocol is not None:
+        result['protocol'] = protocol
+    return result
 
 
 def _cell(stats: dict, index=None) -> str:
