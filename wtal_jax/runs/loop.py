@@ -329,7 +329,8 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
             run.read_metrics(), seeds=seeds, select=cfg.checkpoint.select,
             test_split=test_name, num_steps=num_steps, metric=cfg.checkpoint.best_metric,
             mode=cfg.checkpoint.best_mode,
-            videos={name: len(split) for name, split in eval_splits.items()})
+            videos={name: len(split) for name, split in eval_splits.items()},
+            class_names=names, protocol='seconds')
         write_json_atomic(os.path.join(run.path, REPORT_FILE), result, indent=1)
         return result
 
