@@ -1,4 +1,4 @@
-"""Tests for wtal_jax.postprocess.evaluation: detection mAP against a literal port of the official ActivityNet
+"""Tests for wtal_jax.postprocess (eval_files, snippet, average_precision, tables): detection mAP against a literal port of the official ActivityNet
 code, hand-computed cases, properties, bad input, and the video-level metrics."""
 
 import json

@@ -1,4 +1,5 @@
-"""Tests of wtal_jax.postprocess.localization (SPEC §5): hand-built cases for every rule, and a literal port
+"""Tests of UM's localisation (SPEC §5): wtal_jax.postprocess.localization, shared by every method,
+with UM's scores (wtal_jax.method.um.scores). Hand-built cases for every rule, and a literal port
 of the authors' release (test.py + utils.get_proposal_oic + utils.nms) on random scores of the
 real THUMOS'14 test video lengths."""
 
@@ -10,9 +11,38 @@ import sys
 import numpy as np
 import pytest
 
-from wtal_jax.postprocess import localization as loc
+from wtal_jax import config
 from wtal_jax.errors import UserError
-from wtal_jax.postprocess.localization import LocalizeConfig, VideoScores
+from wtal_jax.method.um import scores as um
+from wtal_jax.postprocess import localization as loc
+
+# UM's outputs of one video: what the cases below build.
+VideoScores = um.UMScores
+_DATA = ('segment_frames', 'fps', 'use_duration')
+
+
+def LocalizeConfig(**settings):
+    """UM's default config, frozen, with these ``localize`` (and ``data``) settings."""
+    cfg = config.default_config()
+    for key, value in settings.items():
+        section = cfg['data' if key in _DATA else 'localize']
+        with section.ignore_type():
+            section[key] = tuple(value) if isinstance(value, list) else value
+    config.validate(cfg)
+    return config.frozen(cfg)
+
+
+def localize_video(vs, hp, *, name='video'):
+    """UM's scores of one video, localised."""
+    return loc.localize_video(um.video_scores(vs, hp, name=name),
+                              loc.LocalizeConfig.from_config(hp), name=name)
+
+
+def localize(videos, class_names, hp=None):
+    """UM's scores of every video, localised into a results dict."""
+    hp = hp or LocalizeConfig()
+    return loc.localize({v: um.video_scores(vs, hp, name=v) for v, vs in videos.items()},
+                        class_names, loc.LocalizeConfig.from_config(hp))
 
 # Positions are segments (no interpolation) in the hand-built cases; values there are dyadic
 # (multiples of 1/8), so interpolation at the integer points and every mean below are exact.
@@ -47,7 +77,8 @@ def _assert_rows(det, expected):
 
 
 def test_config_defaults_are_the_release_values():
-    cfg = LocalizeConfig()
+    hp = LocalizeConfig()
+    cfg, data = hp.localize, hp.data
     assert cfg.score_thresholds == tuple(np.arange(0, 0.25, 0.025))
     assert len(cfg.score_thresholds) == 10 and cfg.score_thresholds[3] == 0.07500000000000001
     assert cfg.magnitude_thresholds == tuple(np.arange(0.4, 0.625, 0.025))
@@ -55,12 +86,12 @@ def test_config_defaults_are_the_release_values():
     assert cfg.magnitude_thresholds[0] == 0.4 and abs(cfg.magnitude_thresholds[-1] - 0.6) < 1e-12
     assert all(type(t) is float for t in cfg.score_thresholds + cfg.magnitude_thresholds)
     assert (cfg.theta_vid, cfg.upsample, cfg.min_run_length, cfg.outer_ratio, cfg.p_act_weight,
-            cfg.nms_iou, cfg.segment_frames, cfg.fps) == (0.2, 24, 2, 0.25, 0.2, 0.6, 16, 25.0)
-    assert cfg.families == ('score', 'magnitude') and cfg.fuse_magnitude and not cfg.use_duration
+            cfg.nms_iou, data.segment_frames, data.fps) == (0.2, 24, 2, 0.25, 0.2, 0.6, 16, 25.0)
+    assert cfg.families == ('score', 'magnitude') and cfg.fuse_magnitude and not data.use_duration
 
 
 def test_config_accepts_lists_and_rejects_bad_values():
-    cfg = LocalizeConfig(score_thresholds=[0, 0.5], families=['score'])
+    cfg = LocalizeConfig(score_thresholds=[0, 0.5], families=['score']).localize
     assert cfg.score_thresholds == (0.0, 0.5) and cfg.families == ('score',)
     hash(cfg)
     for bad in (dict(families=('score', 'flow')), dict(families=()), dict(upsample=0),
@@ -74,45 +105,45 @@ def test_config_accepts_lists_and_rejects_bad_values():
 
 
 def test_select_classes_threshold_is_inclusive_with_argmax_fallback():
-    np.testing.assert_array_equal(loc.select_classes(np.array([0.1, 0.25, 0.2, 0.05]), 0.2),
+    np.testing.assert_array_equal(um.select_classes(np.array([0.1, 0.25, 0.2, 0.05]), 0.2),
                                   [1, 2])
-    np.testing.assert_array_equal(loc.select_classes(np.array([0.1, 0.15, 0.12]), 0.2), [1])
-    assert loc.select_classes(np.array([0.1, 0.15, 0.12]), 0.2).dtype == np.int64
+    np.testing.assert_array_equal(um.select_classes(np.array([0.1, 0.15, 0.12]), 0.2), [1])
+    assert um.select_classes(np.array([0.1, 0.15, 0.12]), 0.2).dtype == np.int64
 
 
 def test_localize_video_fallback_localizes_only_the_argmax_class():
     seq = np.array([0, 1, 1, 0.5, 0])
     cas = np.stack([seq, seq, seq], axis=1)
-    det = loc.localize_video(_video(seq, cas=cas, p_act=[0.1, 0.15, 0.12]),
+    det = localize_video(_video(seq, cas=cas, p_act=[0.1, 0.15, 0.12]),
                              LocalizeConfig(**ONE, fuse_magnitude=False))
     assert len(det.class_idx) and set(det.class_idx.tolist()) == {1}
 
 
 def test_normalized_magnitude_and_its_denominator_guard():
     m = np.array([4.0, 6.0, 7.5, 12.0])
-    np.testing.assert_allclose(loc.normalized_magnitude(m, 10.0, 5.0), [0, 0.2, 0.5, 1])
+    np.testing.assert_allclose(um.normalized_magnitude(m, 10.0, 5.0), [0, 0.2, 0.5, 1])
     # mu_act <= mu_bkg: the denominator becomes 1, so u = clip(m - mu_bkg, 0, 1).
-    np.testing.assert_allclose(loc.normalized_magnitude(np.array([4.5, 5.25, 9]), 5.0, 5.0),
+    np.testing.assert_allclose(um.normalized_magnitude(np.array([4.5, 5.25, 9]), 5.0, 5.0),
                                [0, 0.25, 1])
-    np.testing.assert_allclose(loc.normalized_magnitude(np.array([4.5, 5.25, 9]), 3.0, 5.0),
+    np.testing.assert_allclose(um.normalized_magnitude(np.array([4.5, 5.25, 9]), 3.0, 5.0),
                                [0, 0.25, 1])
 
 
 def test_fused_scores_min_max_per_class():
     cas = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])
-    np.testing.assert_allclose(loc.fused_scores(cas, np.array([1, 0.5, 0])),
+    np.testing.assert_allclose(um.fused_scores(cas, np.array([1, 0.5, 0])),
                                [[1, 1], [0.2, 0.8], [0, 0]])
     # Positive minimum: (s - min) / (max - min).
-    np.testing.assert_allclose(loc.fused_scores(cas, np.ones(3))[:, 0], [0.3 / 0.7, 0, 1])
+    np.testing.assert_allclose(um.fused_scores(cas, np.ones(3))[:, 0], [0.3 / 0.7, 0, 1])
 
 
 def test_fused_scores_guards():
     # Constant class: max - min = 0 is replaced by 1, giving 0 everywhere.
-    np.testing.assert_array_equal(loc.fused_scores(np.full((3, 1), 0.4), np.ones(3)), 0)
+    np.testing.assert_array_equal(um.fused_scores(np.full((3, 1), 0.4), np.ones(3)), 0)
     # Negative values: min = relu(min) = 0, and the result is clipped at 0.
-    np.testing.assert_allclose(loc.fused_scores(np.array([[-1.0], [0.5]]), np.ones(2)), [[0], [1]])
+    np.testing.assert_allclose(um.fused_scores(np.array([[-1.0], [0.5]]), np.ones(2)), [[0], [1]])
     # All negative: max = min = 0, delta -> 1, all clipped to 0.
-    np.testing.assert_array_equal(loc.fused_scores(np.array([[-1.0], [-0.5]]), np.ones(2)), 0)
+    np.testing.assert_array_equal(um.fused_scores(np.array([[-1.0], [-0.5]]), np.ones(2)), 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +291,7 @@ SEQ = [0, 0.75, 0.25, 1, 1, 1, 1, 1, 1, 1, 1, 0.25, 0.875, 0]
 def test_score_family_scores_on_the_thresholded_sequence():
     cfg = LocalizeConfig(**ONE, families=('score',), score_thresholds=(0.5,),
                          fuse_magnitude=False)
-    det = loc.localize_video(_video(SEQ), cfg)
+    det = localize_video(_video(SEQ), cfg)
     # Run [3, 10], len 8: outer {1, 2} and {11, 12}; below 0.5 counts as 0: (0.75 + 0.875) / 4.
     _assert_rows(det, [(0, 1 - 1.625 / 4 + 0.2, 3 * 0.64, 11 * 0.64)])
 
@@ -268,7 +299,7 @@ def test_score_family_scores_on_the_thresholded_sequence():
 def test_magnitude_family_scores_on_the_unthresholded_fused_score():
     # cas = 1, so the fused score is u itself; candidates are u >= 0.5.
     cfg = LocalizeConfig(**ONE, families=('magnitude',), magnitude_thresholds=(0.5,))
-    det = loc.localize_video(_video(np.ones(14), magnitudes=SEQ), cfg)
+    det = localize_video(_video(np.ones(14), magnitudes=SEQ), cfg)
     # Same run, but the outer mean is taken on the unthresholded score: 2.125 / 4.
     _assert_rows(det, [(0, 1 - 2.125 / 4 + 0.2, 3 * 0.64, 11 * 0.64)])
 
@@ -279,13 +310,13 @@ def test_thresholds_are_inclusive_in_both_families():
     seq = [0, 0.5, 0.5, 0, 1, 0]
     score = LocalizeConfig(**ONE, families=('score',), score_thresholds=(0.5,),
                            fuse_magnitude=False)
-    _assert_rows(loc.localize_video(_video(seq), score), [(0, 0.7, 0.64, 1.92)])
+    _assert_rows(localize_video(_video(seq), score), [(0, 0.7, 0.64, 1.92)])
     magnitude = LocalizeConfig(**ONE, families=('magnitude',), magnitude_thresholds=(0.5,))
-    _assert_rows(loc.localize_video(_video(np.ones(6), magnitudes=seq), magnitude),
+    _assert_rows(localize_video(_video(np.ones(6), magnitudes=seq), magnitude),
                  [(0, 0.7, 0.64, 1.92)])
     # A threshold of 0 still needs u > 0, as the release's "set below to 0, keep > 0" rule.
     magnitude = LocalizeConfig(**ONE, families=('magnitude',), magnitude_thresholds=(0.0,))
-    _assert_rows(loc.localize_video(_video(np.ones(6), magnitudes=seq), magnitude),
+    _assert_rows(localize_video(_video(np.ones(6), magnitudes=seq), magnitude),
                  [(0, 0.7, 0.64, 1.92)])
 
 
@@ -295,31 +326,31 @@ def test_equal_scores_keep_what_the_release_keeps():
     # argsort()[::-1] of a tie visits the later one first, so [1, 2] is kept.
     cfg = LocalizeConfig(**ONE, families=('score',), score_thresholds=(0.25, 0.5),
                          fuse_magnitude=False)
-    _assert_rows(loc.localize_video(_video([0, 0.5, 0.75, 0.25, 1]), cfg),
+    _assert_rows(localize_video(_video([0, 0.5, 0.75, 0.25, 1]), cfg),
                  [(0, 0.825, 0.64, 1.92)])
 
 
 def test_families_pool_before_nms():
     cfg = LocalizeConfig(**ONE, score_thresholds=(0.5,), magnitude_thresholds=(0.5,))
-    det = loc.localize_video(_video(np.ones(14), magnitudes=SEQ), cfg)
+    det = localize_video(_video(np.ones(14), magnitudes=SEQ), cfg)
     # One segment found twice; NMS keeps the higher (score-family) one.
     _assert_rows(det, [(0, 1 - 1.625 / 4 + 0.2, 3 * 0.64, 11 * 0.64)])
 
 
 def test_run_length_rule():
     base = dict(**ONE, families=('score',), score_thresholds=(0.5,), fuse_magnitude=False)
-    det = loc.localize_video(_video(SEQ), LocalizeConfig(**base, min_run_length=1))
+    det = localize_video(_video(SEQ), LocalizeConfig(**base, min_run_length=1))
     # Single positions [12] (outer {11} = 0) and [1] (outer {0} = 0) now count too.
     _assert_rows(det, [(0, 0.875 + 0.2, 12 * 0.64, 13 * 0.64), (0, 0.75 + 0.2, 0.64, 1.28),
                        (0, 1 - 1.625 / 4 + 0.2, 3 * 0.64, 11 * 0.64)])
-    assert len(loc.localize_video(_video(SEQ), LocalizeConfig(**base, min_run_length=8)).score) == 1
-    assert len(loc.localize_video(_video(SEQ), LocalizeConfig(**base, min_run_length=9)).score) == 0
+    assert len(localize_video(_video(SEQ), LocalizeConfig(**base, min_run_length=8)).score) == 1
+    assert len(localize_video(_video(SEQ), LocalizeConfig(**base, min_run_length=9)).score) == 0
 
 
 def test_two_segment_video_extrapolates_unclipped():
     # cas [0, 1]: the upsampled score is the point position itself, up to 47/24 past the end.
     cfg = LocalizeConfig(families=('score',), score_thresholds=(0.49,), fuse_magnitude=False)
-    det = loc.localize_video(_video([0.0, 1.0]), cfg)
+    det = localize_video(_video([0.0, 1.0]), cfg)
     k = 16 * 2 / (24 * 2 * 25)
     # Run [12, 47] (12/24 = 0.5 is the first point >= 0.49); outer [3, 12) is below: 0.
     _assert_rows(det, [(0, 29.5 / 24 + 0.2, 12 * k, 48 * k)])
@@ -328,7 +359,7 @@ def test_two_segment_video_extrapolates_unclipped():
 def test_single_segment_video():
     vs = VideoScores(np.array([0.5, 0.3, 0.2]), np.array([[0.5, 0.3, 0.2]]), np.array([5.0]),
                      4.0, 2.0, 1)
-    det = loc.localize_video(vs, LocalizeConfig())
+    det = localize_video(vs, LocalizeConfig())
     # One time step: the fused score is 0 (max = min), so only the magnitude family (u = 1 on
     # all 24 points, every threshold) proposes [0, 23], scored 0 - 0 + 0.2 * p_act.
     _assert_rows(det, [(0, 0.1, 0, 0.64), (1, 0.06, 0, 0.64), (2, 0.04, 0, 0.64)])
@@ -339,7 +370,7 @@ def test_classes_come_in_the_order_the_release_first_finds_them():
     # proposes it, after class 1 has proposals from the score family.
     cas = np.array([[0.5, 0], [0.5, 1], [0.5, 1], [0.5, 0.5], [0.5, 0]])
     vs = VideoScores(np.array([0.5, 0.5]), cas, np.ones(5), 1.0, 0.0, 5)
-    det = loc.localize_video(vs, LocalizeConfig(**ONE))
+    det = localize_video(vs, LocalizeConfig(**ONE))
     # Class 1: [1, 3] (2.5 / 3, no outer) suppresses its [0, 4] ("+1" IoU 2.92 / 4.2 = 0.695).
     _assert_rows(det, [(1, 2.5 / 3 + 0.1, 0.64, 2.56), (0, 0.1, 0, 3.2)])
 
@@ -348,14 +379,14 @@ def test_softmax_only_ignores_magnitudes_and_the_magnitude_family():
     rng = np.random.default_rng(4)
     cas = rng.random((40, 2))
     cfg = LocalizeConfig(fuse_magnitude=False)
-    a = loc.localize_video(VideoScores(np.array([0.6, 0.4]), cas, rng.random(40), 0.9, 0.1, 40),
+    a = localize_video(VideoScores(np.array([0.6, 0.4]), cas, rng.random(40), 0.9, 0.1, 40),
                            cfg)
-    b = loc.localize_video(VideoScores(np.array([0.6, 0.4]), cas, rng.random(40), 0.7, 0.2, 40),
+    b = localize_video(VideoScores(np.array([0.6, 0.4]), cas, rng.random(40), 0.7, 0.2, 40),
                            cfg)
     assert len(a.score) > 0
     assert _rows(a) == _rows(b)
     only_mag = LocalizeConfig(fuse_magnitude=False, families=('magnitude',))
-    assert len(loc.localize_video(VideoScores(np.array([0.6, 0.4]), cas, rng.random(40),
+    assert len(localize_video(VideoScores(np.array([0.6, 0.4]), cas, rng.random(40),
                                               0.9, 0.1, 40), only_mag).score) == 0
 
 
@@ -364,17 +395,17 @@ def test_softmax_only_ignores_magnitudes_and_the_magnitude_family():
 
 
 def test_seconds_factor_both_conventions():
-    cfg = LocalizeConfig()
+    cfg = loc.LocalizeConfig.from_config(LocalizeConfig())
     assert loc.seconds_per_position(100, 50, cfg) == pytest.approx(16 * 100 / (24 * 50 * 25))
-    dur = LocalizeConfig(use_duration=True)
+    dur = loc.LocalizeConfig.from_config(LocalizeConfig(use_duration=True))
     assert loc.seconds_per_position(100, 50, dur, 30.0) == pytest.approx(30 / (24 * 50))
     with pytest.raises(UserError):
         loc.seconds_per_position(100, 50, dur, None)
     # Through a video: T' = 2 of n = 5 segments, the ramp above proposes positions [12, 47].
     base = dict(families=('score',), score_thresholds=(0.49,), fuse_magnitude=False)
-    det = loc.localize_video(_video([0.0, 1.0], n=5, duration=10.0), LocalizeConfig(**base))
+    det = localize_video(_video([0.0, 1.0], n=5, duration=10.0), LocalizeConfig(**base))
     np.testing.assert_allclose(det.segments, [[12 / 15, 48 / 15]], rtol=1e-12)
-    det = loc.localize_video(_video([0.0, 1.0], n=5, duration=10.0),
+    det = localize_video(_video([0.0, 1.0], n=5, duration=10.0),
                              LocalizeConfig(**base, use_duration=True))
     np.testing.assert_allclose(det.segments, [[12 * 10 / 48, 10.0]], rtol=1e-12)
 
@@ -486,12 +517,12 @@ def _release_localize(vs):
             if c_temp:  # the release would raise IndexError on an empty class list here
                 proposal_dict.setdefault(c_temp[0][0], []).extend(c_temp)
 
-    for thr in cfg.score_thresholds:
+    for thr in cfg.localize.score_thresholds:
         cas_temp = cas_pred.copy()
         cas_temp[cas_temp < thr] = 0
         seg_list = [np.where(cas_temp[:, c] > 0)[0] for c in range(len(pred))]
         add(_release_oic(seg_list, cas_temp, score_np, pred, t_factor))
-    for thr in cfg.magnitude_thresholds:
+    for thr in cfg.localize.magnitude_thresholds:
         mag_temp = mag_pred.copy()
         mag_temp[mag_temp < thr] = 0
         seg_list = [np.where(mag_temp[:, c] > 0)[0] for c in range(len(pred))]
@@ -521,7 +552,7 @@ def _random_video(rng, n, num_classes=20, smooth=True, strong=None):
 
 
 def _assert_same_as_release(vs):
-    det = loc.localize_video(vs, LocalizeConfig())
+    det = localize_video(vs, LocalizeConfig())
     ref = np.array(_release_localize(vs)).reshape(-1, 4)
     assert det.class_idx.tolist() == ref[:, 0].astype(int).tolist()
     np.testing.assert_allclose(det.score, ref[:, 1], rtol=0, atol=1e-10)
@@ -557,7 +588,7 @@ def test_localize_video_matches_the_release_on_short_videos():
 def test_localize_writes_activitynet_results(tmp_path):
     seq = [0, 1, 1, 0.5, 0]
     videos = {'v2': _video(seq, p_act=[0.9]), 'v1': _video([0.0, 0.25], p_act=[0.9])}
-    results = loc.localize(videos, ['HighJump'], LocalizeConfig(**ONE, fuse_magnitude=False))
+    results = localize(videos, ['HighJump'], LocalizeConfig(**ONE, fuse_magnitude=False))
     assert results['version'].startswith('wtal_jax ')
     assert results['external_data'] == {'used': True, 'details': 'I3D features (Kinetics-400)'}
     assert list(results['results']) == ['v2', 'v1']
@@ -573,15 +604,15 @@ def test_localize_writes_activitynet_results(tmp_path):
 def test_bad_input_raises_user_error():
     good = _video([0, 1, 1, 0.5, 0], p_act=[0.9])
     with pytest.raises(UserError, match='2 class names'):
-        loc.localize({'v': good}, ['a', 'b'])
+        localize({'v': good}, ['a', 'b'])
     bad = [good._replace(magnitudes=np.ones(4)), good._replace(cas_softmax=np.ones((5, 2))),
            good._replace(num_segments=3), good._replace(mu_act=float('nan')),
            good._replace(cas_softmax=np.full((5, 1), np.inf))]
     for vs in bad:
         with pytest.raises(UserError, match='^v7: '):
-            loc.localize({'v7': vs}, ['a'])
+            localize({'v7': vs}, ['a'])
     with pytest.raises(UserError, match='^v: .*duration'):
-        loc.localize({'v': good}, ['a'], LocalizeConfig(use_duration=True))
+        localize({'v': good}, ['a'], LocalizeConfig(use_duration=True))
 
 
 def test_localization_imports_neither_jax_nor_scipy():

@@ -323,7 +323,7 @@ def test_detect_warns_when_durations_are_unused(anet_trained, tmp_path, capsys):
 
 
 def test_read_durations_forms(tmp_path):
-    from wtal_jax.runs.experiment import read_durations
+    from wtal_jax.runs.detect import read_durations
     forms = {'plain.json': {'abc': 12.5, 'def': '3.25'},
              'objects.json': {'abc': {'duration': 12.5, 'fps': 30.0}, 'def': {'duration': 3.25}},
              'annotations.json': {'version': 'VERSION 1.3', 'database': {
@@ -343,7 +343,7 @@ def test_read_durations_forms(tmp_path):
     ({'database': {'abc': {'subset': 'x', 'duration': 0}}}, ['video abc', 'not positive']),
 ])
 def test_read_durations_refuses_bad_files(tmp_path, content, words):
-    from wtal_jax.runs.experiment import read_durations
+    from wtal_jax.runs.detect import read_durations
     path = tmp_path / 'durations.json'
     path.write_text(json.dumps(content))
     with pytest.raises(UserError) as info:
@@ -354,7 +354,7 @@ def test_read_durations_refuses_bad_files(tmp_path, content, words):
 
 
 def test_match_durations_prefers_the_exact_id_and_counts_the_missing():
-    from wtal_jax.runs.experiment import match_durations
+    from wtal_jax.runs.detect import match_durations
     ids, seconds = match_durations(['v_abc', 'def', 'v_ghi'],
                                    {'abc': 1.0, 'def': 2.0, 'v_ghi': 3.0, 'ghi': 4.0}, 'd.json')
     assert ids == ['abc', 'def', 'v_ghi']

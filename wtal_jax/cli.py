@@ -124,37 +124,18 @@ def cmd_train(args, overrides) -> int:
 
 def cmd_evaluate(args, overrides) -> int:
     """Evaluates one seed of a run directory's best (or a given) checkpoint on a split."""
-    from wtal_jax import config as config_lib
-    from wtal_jax.io_utils import write_json_atomic
-    from wtal_jax.postprocess import snippet, tables
-    from wtal_jax.data import splits
-    from wtal_jax.postprocess.evaluator import Evaluator
-    from wtal_jax.runs import rundir
+    from wtal_jax.postprocess import tables
+    from wtal_jax.runs import evaluate
     source = args.checkpoint or args.workdir
     if not source:
         raise UserError('evaluate needs --workdir or --checkpoint')
-    if args.ambiguous and args.protocol != 'snippet':
-        raise UserError('--ambiguous applies to --protocol snippet only')
-    ambiguous = snippet.load_ambiguous(args.ambiguous) if args.ambiguous else None
-    ckpt = rundir.load_checkpoint(source, which=args.which, seed=args.seed,
-                                      overrides=() if args.config else overrides)
-    cfg = config_lib.load_config(args.config, overrides) if args.config else ckpt.cfg
-    split_name = args.split or cfg.data.test.subset
-    splits.prepare_dataset(cfg, progress=not args.quiet)
-    split = splits.load_split(cfg, split_name, ckpt.names, progress=not args.quiet)
-    evaluator = Evaluator(cfg, split, ckpt.model, split_name=split_name)
-    _, results, _, figures = evaluator(ckpt.state.params, protocol=args.protocol,
-                                       ambiguous=ambiguous)
-    suffix = '' if len(config_lib.run_seeds(ckpt.cfg)) == 1 else f'_seed{ckpt.seed}'
-    protocol = '' if args.protocol == 'seconds' else f'_{args.protocol}'
-    results_path = os.path.join(ckpt.workdir, f'results_{split_name}{suffix}.json')
-    metrics_path = os.path.join(ckpt.workdir, f'metrics_{split_name}{suffix}{protocol}.json')
-    write_json_atomic(results_path, results)
-    write_json_atomic(metrics_path, {'step': ckpt.step, 'split': split_name, 'seed': ckpt.seed,
-                                     **figures}, indent=1)
-    print(f'{split_name} split, checkpoint step {ckpt.step}, seed {ckpt.seed}')
-    print(tables.format_report(figures))
-    print(f'wrote {results_path} and {metrics_path}')
+    done = evaluate.evaluate_run(source, which=args.which, seed=args.seed, split=args.split,
+                                 protocol=args.protocol, ambiguous=args.ambiguous,
+                                 config_path=args.config, overrides=overrides,
+                                 progress=not args.quiet)
+    print(f'{done.split} split, checkpoint step {done.step}, seed {done.seed}')
+    print(tables.format_report(done.figures))
+    print(f'wrote {done.results_path} and {done.metrics_path}')
     return 0
 
 
@@ -162,37 +143,19 @@ def cmd_map(args, overrides) -> int:
     """Standalone drop-in for the official ActivityNet detection evaluation; ``--report`` gives
     every figure papers quote, ``--protocol snippet`` the W-TALC / CO2-Net / DELU protocol."""
     from wtal_jax.io_utils import check_output_path, write_json_atomic
-    from wtal_jax.postprocess import average_precision, eval_files, report, snippet, tables
+    from wtal_jax.postprocess import report, tables
     _no_overrides('map', overrides)
-    if args.family and not args.report:
-        raise UserError('--family chooses the averages of --report; add --report')
-    if args.ambiguous and args.protocol != 'snippet':
-        raise UserError('--ambiguous applies to --protocol snippet only')
     if args.json:
         check_output_path(args.json)  # checked before the work, not after it
-    tious = eval_files.parse_tiou_thresholds(args.tiou_thresholds)
-    gt = eval_files.load_ground_truth(args.ground_truth, args.subset)
-    preds = eval_files.load_predictions(args.predictions, gt)
-    ambiguous = snippet.load_ambiguous(args.ambiguous) if args.ambiguous else None
-    warnings = eval_files.input_warnings(gt, preds)
-    if args.protocol == 'snippet' and ambiguous is None:
-        warnings.append('no --ambiguous list: no prediction is dropped (the snippet-protocol '
-                        "codebases drop those overlapping THUMOS'14's Ambiguous_test.txt)")
-    for line in warnings:
-        print(f'wtal-jax map: warning: {line}', file=sys.stderr)
-    if args.report:
-        figures = report.report(gt, preds, tiou_thresholds=tious, family=args.family or 'auto',
-                                protocol=args.protocol, ambiguous=ambiguous)
-        print(tables.format_report(figures))
-    else:
-        eval_gt, eval_preds = report.apply_protocol(gt, preds, args.protocol, ambiguous)
-        result = average_precision.evaluate_detection(eval_gt, eval_preds, tious)
-        print(tables.format_table(result))
-        figures = average_precision.result_to_json(result)
-        if args.protocol != 'seconds':  # the plain keys alone stay the official evaluation's
-            figures['protocol'] = args.protocol
+    figures, result = report.map_files(
+        args.ground_truth, args.predictions, subset=args.subset,
+        tiou_thresholds=args.tiou_thresholds, full=args.report, family=args.family,
+        protocol=args.protocol, ambiguous=args.ambiguous,
+        warn=lambda line: print(f'wtal-jax map: warning: {line}', file=sys.stderr))
+    print(tables.format_report(figures) if args.report else tables.format_table(result))
     if args.json:
         write_json_atomic(args.json, figures, indent=1)
+        print(f'wrote {args.json}')
     return 0
 
 
@@ -282,7 +245,7 @@ def _add_core_commands(sub) -> None:
     p.add_argument('--force', action='store_true', help='replace --output if it exists')
     p.add_argument('--durations', metavar='FILE',
                    help='video durations, needed by checkpoints that place detections by '
-                        'duration (localize.use_duration: the ActivityNet configs): a JSON of '
+                        'duration (data.use_duration: the ActivityNet configs): a JSON of '
                         'video -> seconds (or -> {"duration": seconds}), or an annotation file '
                         'such as activity_net.v1-3.min.json; a v_ID.npy file takes the bare ID '
                         'where only that has a duration (default: none)')
@@ -458,11 +421,11 @@ def cmd_export_torch(args, overrides) -> int:
 
 
 def _add_torch_commands(sub) -> None:
-    from wtal_jax.tools import torch_convert  # NumPy only: PyTorch is imported when converting
     p = _subparser(
         sub, 'convert-torch', "a PyTorch state_dict of the authors' release -> a run directory",
-        description='Converts a state_dict saved by the authors\' PyTorch release (keys '
-                    f'{", ".join(torch_convert.RELEASE_KEYS)}; a dict wrapping it under '
+        description='Converts a state_dict saved by the authors\' PyTorch release of the '
+                    "config's method (UM's, BaS-Net's; docs/pytorch-model.md lists their "
+                    'keys; a dict wrapping it under '
                     '"state_dict" or "model", and DataParallel\'s "module." prefix, are accepted '
                     'too) into WORKDIR/config.json and an orbax checkpoint at step 0, for '
                     'evaluate, detect and train --config.train.init_from=WORKDIR. The file is '

@@ -1,4 +1,8 @@
-"""Training: optimiser, train state and the pure train step, compiled over devices and seeds.
+"""Training any method: optimiser, train state and the pure train step, compiled over devices
+and seeds.
+
+The step calls only the method's functions (``wtal_jax.method.Method``): ``segments`` per
+video, ``videos`` on the batch, ``losses``; every loss it returns is summed and logged.
 
 ``train_step(state, batch) -> (state, metrics)`` is a pure function once its statics are bound
 with ``functools.partial``; the only collectives inside are ``pmean``/``psum`` on the named
@@ -15,7 +19,6 @@ dropout and selection mask from ``fold_in(fold_in(rng, step), i)``, so one devic
 or two processes of two devices each train the same model.
 """
 
-import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -27,11 +30,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from wtal_jax import config as config_lib
-from wtal_jax.method.um import losses, selection
-from wtal_jax.method.um.models import UMModel
+from wtal_jax import method as method_lib
+from wtal_jax.method import Method
+from wtal_jax.errors import UserError
 
 AXIS = 'devices'
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 @flax.struct.dataclass
@@ -44,39 +47,6 @@ class TrainState:
     params: Any
     opt_state: Any
     rng: jax.Array       # (2,) uint32 raw key; per-step keys are folded from it
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-    """The static hyper-parameters of one training step (hashable, bound before jit)."""
-    r_act: int = 9
-    r_bkg: int = 4
-    selection_dropout: float = 0.7
-    margin: float = 100.0
-    alpha: float = 5e-4
-    beta: float = 1.0
-    cls_variant: str = 'release'
-    be_variant: str = 'release'
-    cls_scale: float = 1.0
-
-    @classmethod
-    def from_config(cls, cfg, num_classes: int) -> 'StepConfig':
-        """``loss.cls_scale='classes'`` multiplies L_cls by C (see :func:`cls_scale`)."""
-        return cls(r_act=cfg.model.r_act, r_bkg=cfg.model.r_bkg,
-                   selection_dropout=cfg.model.selection_dropout, margin=cfg.loss.margin,
-                   alpha=cfg.loss.alpha, beta=cfg.loss.beta, cls_variant=cfg.loss.cls_variant,
-                   be_variant=cfg.loss.be_variant,
-                   cls_scale=cls_scale(cfg.loss.cls_scale, num_classes))
-
-
-def cls_scale(mode: str, num_classes: int) -> float:
-    """The factor on L_cls: 1 (the release), or C for ``'classes'``.
-
-    The release's L_cls averages a BCE over the C classes, so its weight against L_um and L_be
-    (tuned on THUMOS'14, C = 20) shrinks by 5x or 10x on ActivityNet (C = 100 or 200);
-    ``'classes'`` undoes that average (a sum over classes).
-    """
-    return float(num_classes) if mode == 'classes' else 1.0
 
 
 def learning_rate_schedule(learning_rate: float, lr_list=()) -> optax.Schedule:
@@ -99,13 +69,7 @@ def make_optimizer(optim_cfg) -> optax.GradientTransformation:
             learning_rate_schedule(optim_cfg.learning_rate, tuple(optim_cfg.lr_list))))
 
 
-def make_model(cfg, num_classes: int) -> UMModel:
-    """The UM network for a config and a class count."""
-    return UMModel(num_classes=num_classes, embed_dim=cfg.model.embed_dim,
-                   dropout_rate=cfg.model.dropout_rate, dtype=DTYPES[cfg.model.dtype])
-
-
-def create_train_state(model: UMModel, tx: optax.GradientTransformation, *, seed: int,
+def create_train_state(model, tx: optax.GradientTransformation, *, seed: int,
                        feature_dim: int, num_segments: int) -> TrainState:
     """Initial parameters (PyTorch's default init) and optimiser state for ``seed``."""
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -130,55 +94,31 @@ def video_keys(step_key: jax.Array, rows: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, rows)
 
 
-def forward(model: UMModel, params, features: jax.Array, *, hp: StepConfig,
-            keys: jax.Array | None = None, lengths: jax.Array | None = None
-            ) -> selection.Selection:
-    """Network plus selection on features (B, T, D).
+def forward(method: Method, module, params, features: jax.Array, *, hp, keys: jax.Array,
+            lengths: jax.Array | None = None):
+    """The training pass of ``method`` on features (B, T, D): its ``videos`` outputs.
 
-    With ``keys`` (B, 2), one key per video, it is the training pass: video b's dropout and
-    selection mask come from ``keys[b]`` alone, whatever else is in the batch.
+    ``keys`` (B, 2), one key per video: video b's dropout and the method's own randomness come
+    from ``keys[b]`` alone, whatever else is in the batch.
     """
-    if keys is None:
-        cas, feats = model.apply({'params': params}, features, train=False)
-        return selection.select(cas, selection.feature_magnitudes(feats), features=feats,
-                                r_act=hp.r_act, r_bkg=hp.r_bkg, lengths=lengths)
-
     def one_video(x, key):
-        drop_key, mask_key = jax.random.split(key)
-        cas, feats = model.apply({'params': params}, x[None], train=True,
-                                 rngs={'dropout': drop_key})
-        mask = selection.selection_mask(mask_key, (x.shape[0],), hp.selection_dropout)
-        return cas[0], feats[0], mask
+        return method.segments(module, params, x, hp=hp, key=key)
 
-    # vmap folds the video axis back into the convolution's batch: one batched conv as before.
-    cas, feats, mask = jax.vmap(one_video)(features, keys)
-    return selection.select(cas, selection.feature_magnitudes(feats), features=feats,
-                            r_act=hp.r_act, r_bkg=hp.r_bkg, mask=mask, lengths=lengths)
+    # vmap folds the video axis back into the convolution's batch: one batched conv.
+    return method.videos(jax.vmap(one_video)(features, keys), hp=hp, lengths=lengths)
 
 
-def per_video_losses(sel: selection.Selection, labels: jax.Array, hp: StepConfig
-                     ) -> dict[str, jax.Array]:
-    """The three losses and their weighted total, each (B,)."""
-    cls = hp.cls_scale * losses.classification_loss(p_act=sel.p_act, labels=labels,
-                                                    variant=hp.cls_variant)
-    um = losses.uncertainty_loss(feat_act=sel.feat_act, feat_bkg=sel.feat_bkg, margin=hp.margin)
-    be = losses.background_entropy_loss(p_bkg=sel.p_bkg, bkg_softmax=sel.bkg_softmax,
-                                        variant=hp.be_variant)
-    total = losses.total_loss(cls=cls, um=um, be=be, alpha=hp.alpha, beta=hp.beta)
-    return {'loss': total, 'loss_cls': cls, 'loss_um': um, 'loss_be': be}
-
-
-def train_step(state: TrainState, batch: dict, *, model: UMModel,
-               tx: optax.GradientTransformation, hp: StepConfig,
-               axis_name: str | None = None) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, batch: dict, *, method: Method, module,
+               tx: optax.GradientTransformation, hp, axis_name: str | None = None
+               ) -> tuple[TrainState, dict]:
     """One Adam update on a batch: features (B, T, D), labels (B, C), mask (B,).
 
     ``batch['row']`` (optional, (B,) int32) is each video's position in the global batch, which
-    seeds its dropout and selection mask; without it the rows are 0..B-1 (one device). Under a
-    device axis (``axis_name`` set) each device holds B/n videos and its loss is its sum divided
-    by the mean video count per device, so that ``pmean`` of the gradients is exactly the
-    gradient of the global batch mean. Returns the new state and metrics as sums over real
-    videos plus ``count``.
+    seeds its dropout and the method's randomness; without it the rows are 0..B-1 (one device).
+    Under a device axis (``axis_name`` set) each device holds B/n videos and its loss is its sum
+    divided by the mean video count per device, so that ``pmean`` of the gradients is exactly
+    the gradient of the global batch mean. Returns the new state and metrics: each of the
+    method's losses summed over real videos, plus ``count``.
     """
     count = jnp.sum(batch['mask'])
     norm = count if axis_name is None else jax.lax.pmean(count, axis_name)
@@ -186,8 +126,8 @@ def train_step(state: TrainState, batch: dict, *, model: UMModel,
     keys = video_keys(jax.random.fold_in(state.rng, state.step), rows)
 
     def objective(params):
-        sel = forward(model, params, batch['features'], hp=hp, keys=keys)
-        parts = per_video_losses(sel, batch['labels'], hp)
+        outputs = forward(method, module, params, batch['features'], hp=hp, keys=keys)
+        parts = method.losses(outputs, batch['labels'], hp=hp)
         sums = {name: jnp.sum(value * batch['mask']) for name, value in parts.items()}
         # Only an all-padding batch has norm 0; a mean count per device below 1 is real.
         return sums['loss'] / jnp.where(norm > 0, norm, 1.0), sums
@@ -233,13 +173,13 @@ def gather_features(batch: dict, table: jax.Array, dtype=jnp.float32) -> dict:
     return batch
 
 
-def zero_metrics(num_seeds: int) -> dict:
-    """Running sums of the step metrics, (S,) float32 each (the loop's accumulator)."""
-    names = ('loss', 'loss_cls', 'loss_um', 'loss_be', 'count')
-    return {name: jnp.zeros((num_seeds,), jnp.float32) for name in names}
+def zero_metrics(names: tuple[str, ...], num_seeds: int) -> dict:
+    """Running sums of the step metrics (the method's losses and ``count``), (S,) float32 each:
+    the loop's accumulator."""
+    return {name: jnp.zeros((num_seeds,), jnp.float32) for name in (*names, 'count')}
 
 
-def compile_train_step(model: UMModel, tx: optax.GradientTransformation, hp: StepConfig,
+def compile_train_step(method: Method, module, tx: optax.GradientTransformation, hp,
                        mesh: Mesh, *, gather: bool):
     """``step(state, sums, batch, table) -> (state, sums)`` over seeds and devices, jit-compiled.
 
@@ -250,11 +190,11 @@ def compile_train_step(model: UMModel, tx: optax.GradientTransformation, hp: Ste
     running metric sums, to which this step's are added without a host round trip.
     ``table``: (N, D) replicated features, or None without ``gather``. The state is donated.
     """
-    per_seed = jax.vmap(functools.partial(train_step, model=model, tx=tx, hp=hp,
-                                          axis_name=AXIS))
+    per_seed = jax.vmap(functools.partial(train_step, method=method, module=module, tx=tx,
+                                          hp=hp, axis_name=AXIS))
 
     def body(state, sums, batch, table):
-        dtype = model.dtype or jnp.float32
+        dtype = module.dtype or jnp.float32
         if gather:
             batch = gather_features(batch, table, dtype)
         else:
@@ -284,20 +224,41 @@ def host_metrics(sums: dict) -> list[dict[str, float]]:
 
 
 class Built(NamedTuple):
-    """The trainable pieces of a config: network, optimiser, step hyper-parameters, and the
+    """The trainable pieces of a config: its method, network, optimiser, the frozen config
+    (``hp``, every method function's statics), the names of the method's losses, and the
     initial train state of every seed, stacked (leading seed axis)."""
+    method: Method
     model: object
     tx: object
-    hp: StepConfig
+    hp: object
+    losses: tuple[str, ...]
     state: TrainState
 
 
+def loss_names(method: Method, module, params, hp, *, num_classes: int, feature_dim: int,
+               num_segments: int) -> tuple[str, ...]:
+    """The names of ``method``'s losses (its ``losses`` dict), found without computing them."""
+    def losses(p):
+        x = jnp.zeros((1, num_segments, feature_dim), jnp.float32)
+        keys = jnp.zeros((1, 2), jnp.uint32)
+        out = forward(method, module, p, x, hp=hp, keys=keys)
+        return method.losses(out, jnp.zeros((1, num_classes), jnp.float32), hp=hp)
+    names = tuple(jax.eval_shape(losses, params))
+    if 'loss' not in names:
+        raise UserError(f'method {method.name}: its losses give {names}, without '
+                        "'loss' (the one minimised)")
+    return names
+
+
 def build(cfg, names: tuple[str, ...]) -> Built:
-    """Model, optimiser, step hyper-parameters and a fresh stacked train state for ``cfg``."""
-    model = make_model(cfg, len(names))
+    """Method, model, optimiser, frozen config, loss names and a fresh stacked train state."""
+    method = method_lib.load(cfg.method)
+    model = method.model(cfg, len(names))
     tx = make_optimizer(cfg.optim)
+    hp = config_lib.frozen(cfg)
     states = [create_train_state(model, tx, seed=seed, feature_dim=cfg.data.feature_dim,
                                  num_segments=cfg.data.num_segments)
               for seed in config_lib.run_seeds(cfg)]
-    return Built(model, tx, StepConfig.from_config(cfg, len(names)),
-                 stack_states(states))
+    losses = loss_names(method, model, states[0].params, hp, num_classes=len(names),
+                        feature_dim=cfg.data.feature_dim, num_segments=cfg.data.num_segments)
+    return Built(method, model, tx, hp, losses, stack_states(states))

@@ -1,6 +1,6 @@
 """The one reader of annotation files (ActivityNet-style JSON) and the THUMOS'14 class list.
 
-NumPy only (no JAX). Training (``data.dataset``) and evaluation (``postprocess.evaluation``) both
+NumPy only (no JAX). Training (``data.dataset``) and evaluation (``postprocess.eval_files``) both
 read annotations through :func:`load_annotations`, and predictions files share its JSON reader and
 its segment checks, so a file is accepted or refused the same way by every command.
 

@@ -8,6 +8,7 @@ NumPy only.
 import hashlib
 import os
 
+from wtal_jax import config as config_lib
 from wtal_jax.data import annotations, dataset, holdout, synthetic
 from wtal_jax.errors import UserError
 
@@ -72,7 +73,7 @@ def _load(cfg, part, names, *, progress: bool) -> dataset.Split:
         cfg.data.root, annotation_file=cfg.data.annotation_file, split_file=part.split_file,
         feature_dir=part.feature_dir, subset=part.subset, modality=cfg.data.modality,
         class_names=names, feature_dim=cfg.data.feature_dim,
-        segment_seconds=cfg.data.segment_seconds, use_duration=cfg.data.use_duration,
+        segment_seconds=config_lib.segment_seconds(cfg), use_duration=cfg.data.use_duration,
         require_labels=part is cfg.data.train, missing=cfg.data.missing, progress=progress)
 
 

@@ -11,8 +11,27 @@ from typing import NamedTuple
 
 import numpy as np
 
+from wtal_jax import config as config_lib
+from wtal_jax import method as method_lib
 from wtal_jax.data import dataset
 from wtal_jax.postprocess import average_precision, eval_files, inference, localization, report
+
+
+class Evaluation(NamedTuple):
+    """One model evaluated on one split.
+
+    Attributes:
+      metrics: the compact figures a training log keeps (mAP per threshold, their average,
+        the protocol report's other averages, video accuracy, classification mAP).
+      results: the ActivityNet results dict of the detections.
+      detection: the :class:`~wtal_jax.postprocess.average_precision.DetectionResult` at the
+        config's thresholds.
+      figures: everything of :func:`wtal_jax.postprocess.report.evaluate` (every protocol).
+    """
+    metrics: dict
+    results: dict
+    detection: average_precision.DetectionResult
+    figures: dict
 
 
 class Evaluator:
@@ -26,15 +45,16 @@ class Evaluator:
     """
 
     def __init__(self, cfg, split: dataset.Split, model, *, split_name: str):
+        """``model``: the network (a Flax module) of ``cfg``'s method."""
         self.packed = inference.on_device(inference.pack(
             split.features, num_segments=cfg.data.num_segments,
             chunk_size=cfg.eval.chunk_segments))
         # The packed copy is all that is needed from here on: do not hold the features twice.
         self.cfg, self.split_name = cfg, split_name
         self.split = dataclasses.replace(split, features=[])
-        self.predictor = inference.Predictor(model, r_act=cfg.model.r_act,
-                                             r_bkg=cfg.model.r_bkg)
-        self.localize_cfg = localization.LocalizeConfig(**cfg.localize)
+        self.method, self.hp = method_lib.load(cfg.method), config_lib.frozen(cfg)
+        self.predictor = inference.Predictor(self.method, model, self.hp)
+        self.localize_cfg = localization.LocalizeConfig.from_config(cfg)
         part = cfg.data.test if split_name == cfg.data.test.subset else cfg.data.train
         gt = eval_files.load_ground_truth(os.path.join(cfg.data.root, cfg.data.annotation_file),
                                           part.subset)
@@ -42,19 +62,17 @@ class Evaluator:
             gt, split.names + split.missing)
         self.tious = np.asarray(cfg.eval.tiou_thresholds, np.float64)
 
-    def scores(self, params) -> list[localization.VideoScores]:
-        """Per-video network outputs, in split order."""
+    def outputs(self, params) -> list[localization.VideoOutput]:
+        """Per-video network outputs of the method, in split order."""
         return self.predictor(params, self.packed, num_segments=self.cfg.data.num_segments,
                               durations=self.split.durations)
 
-    def __call__(self, params, *, protocol: str = 'seconds', ambiguous=None
-                 ) -> tuple[dict, dict, average_precision.DetectionResult, dict]:
-        """Returns (metrics, ActivityNet results, DetectionResult, report) for one model.
+    def scores(self, params) -> list[localization.VideoScores]:
+        """Per-video scores for localisation (the method's ``scores``), in split order."""
+        return [self.method.scores(video, hp=self.hp) for video in self.outputs(params)]
 
-        ``metrics`` are the compact figures a training log keeps (mAP per threshold, their
-        average, the protocol report's other averages, video accuracy, classification mAP);
-        ``report`` is everything of :func:`wtal_jax.postprocess.report.evaluate`.
-        """
+    def __call__(self, params, *, protocol: str = 'seconds', ambiguous=None) -> Evaluation:
+        """Scores, localises and evaluates one model on the split."""
         scores = self.scores(params)
         results = localization.localize(dict(zip(self.split.names, scores)),
                                         self.split.class_names, self.localize_cfg)
@@ -78,4 +96,4 @@ class Evaluator:
             'accuracy': float(figures['video_accuracy']),
             'classification_mAP': float(figures['classification_mAP']),
         }
-        return metrics, results, detection, figures
+        return Evaluation(metrics, results, detection, figures)

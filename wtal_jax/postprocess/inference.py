@@ -1,11 +1,13 @@
-"""Batched, jit-compiled inference over test videos of different lengths (SPEC §5.1).
+"""Batched, jit-compiled inference over test videos of different lengths (SPEC §5.1), for any
+method (its ``segments`` and ``videos``, see ``wtal_jax.method``).
 
-The heavy part, the temporal convolution, runs on *packed* chunks: videos are laid one after
-another in fixed-size (N, D) chunks with one zero segment between neighbours. That zero row is
-exactly the "same" padding each video would see at its borders, so every real segment gets the
-value it gets alone, and one compiled program serves every length with little padding. Only
-the light outputs (magnitudes, class activations) are then unpacked to (V, T) with each
-video's own length T' for the top-k selection, which masks everything past T'.
+The heavy part, the network, runs on *packed* chunks: videos are laid one after another in
+fixed-size (N, D) chunks with one zero segment between neighbours. That zero row is exactly the
+"same" padding each video would see at its borders, so every real segment gets the value it
+gets alone (a network of several such layers zeroes what lies outside ``valid`` between them),
+and one compiled program serves every length with little padding. Only the light per-segment
+outputs are then unpacked to (V, T, ...) with each video's own length T' for the method's
+``videos`` (the top-k selection), which masks everything past T'.
 
 Compiled programs: one for the chunks, one per padded video count for the selection.
 """
@@ -17,10 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wtal_jax.method.um import selection
 from wtal_jax.data import sampling
-from wtal_jax.postprocess.localization import VideoScores
-from wtal_jax.method.um.models import UMModel
+from wtal_jax.postprocess.localization import VideoOutput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,28 +70,22 @@ def on_device(packed: PackedVideos) -> PackedVideos:
     return dataclasses.replace(packed, chunks=jax.device_put(packed.chunks))
 
 
-def _embed_chunk(params, chunk: jax.Array, *, model: UMModel) -> tuple[jax.Array, jax.Array]:
-    """One (N, D) chunk -> class activations (N, C) and feature magnitudes (N,)."""
-    cas, features = model.apply({'params': params}, chunk[None], train=False)
-    return cas[0], selection.feature_magnitudes(features)[0]
-
-
-def _select_videos(cas: jax.Array, magnitudes: jax.Array, lengths: jax.Array, *,
-                   r_act: int, r_bkg: int) -> dict:
-    """Per-video selection on unpacked (V, T, C) activations and (V, T) magnitudes."""
-    sel = selection.select(cas, magnitudes, r_act=r_act, r_bkg=r_bkg, lengths=lengths)
-    return dict(p_act=sel.p_act, cas_softmax=sel.cas_softmax, magnitudes=sel.magnitudes,
-                mu_act=sel.mu_act, mu_bkg=sel.mu_bkg)
+def _valid(packed: PackedVideos) -> np.ndarray:
+    """(K, N) bool: which rows of the chunks are a video's own segments."""
+    flat = np.zeros(packed.chunks.shape[0] * packed.chunks.shape[1], bool)
+    for start, length in zip(packed.start, packed.lengths):
+        flat[start:start + length] = True
+    return flat.reshape(packed.chunks.shape[:2])
 
 
 class Predictor:
-    """Compiled inference for one model; counts how many programs it compiled.
+    """Compiled inference of one method and network; counts how many programs it compiled.
 
     ``video_multiple`` pads the video count of the selection step to a multiple of it, so data
     sets of similar size share one program.
     """
 
-    def __init__(self, model: UMModel, *, r_act: int, r_bkg: int, video_multiple: int = 64):
+    def __init__(self, method, module, hp, *, video_multiple: int = 64):
         self.compilations = 0
         self.video_multiple = video_multiple
 
@@ -102,31 +96,38 @@ class Predictor:
                 return fn(*args, **kwargs)
             return wrapper
 
-        self._embed = jax.jit(counted(functools.partial(_embed_chunk, model=model)))
-        self._select = jax.jit(counted(functools.partial(
-            _select_videos, r_act=r_act, r_bkg=r_bkg)))
+        def embed(params, chunk, valid):
+            return method.segments(module, params, chunk, hp=hp, valid=valid)
 
-    def embed(self, params, packed: PackedVideos) -> tuple[np.ndarray, np.ndarray]:
-        """Runs every chunk: flat class activations (K*N, C) and magnitudes (K*N,)."""
-        outs = [self._embed(params, chunk) for chunk in packed.chunks]
-        cas = jnp.concatenate([c for c, _ in outs])
-        return cas, jnp.concatenate([m for _, m in outs])
+        def select(seg, lengths):
+            out = method.videos(seg, hp=hp, lengths=lengths)
+            return out._asdict() if hasattr(out, '_asdict') else dict(out)
+
+        self._embed = jax.jit(counted(embed))
+        self._select = jax.jit(counted(select))
+
+    def embed(self, params, packed: PackedVideos) -> dict:
+        """Runs every chunk: the method's per-segment outputs, flat {name: (K*N, ...)}."""
+        valid = _valid(packed)
+        outs = [self._embed(params, chunk, ok) for chunk, ok in zip(packed.chunks, valid)]
+        return {name: jnp.concatenate([o[name] for o in outs]) for name in outs[0]}
 
     def __call__(self, params, packed: PackedVideos, *, num_segments: int,
-                 durations=None) -> list[VideoScores]:
+                 durations=None) -> list[VideoOutput]:
         """Per-video outputs (NumPy) for every packed video, in packing order."""
-        cas, mags = self.embed(params, packed)
+        flat = self.embed(params, packed)
         num_videos = len(packed.lengths)
         padded = -(-num_videos // self.video_multiple) * self.video_multiple
         index = packed.start[:, None] + np.arange(num_segments)[None, :]
         index = np.where(np.arange(num_segments)[None, :] < packed.lengths[:, None], index, 0)
         index = np.pad(index, ((0, padded - num_videos), (0, 0)))
         lengths = np.pad(packed.lengths, (0, padded - num_videos), constant_values=1)
-        out = jax.device_get(self._select(cas[index], mags[index], jnp.asarray(lengths)))
-        return [VideoScores(
-            p_act=out['p_act'][i], cas_softmax=out['cas_softmax'][i, :length],
-            magnitudes=out['magnitudes'][i, :length], mu_act=float(out['mu_act'][i]),
-            mu_bkg=float(out['mu_bkg'][i]), num_segments=int(packed.num_segments[i]),
+        out = jax.device_get(self._select({name: x[index] for name, x in flat.items()},
+                                          jnp.asarray(lengths)))
+        out = {name: x for name, x in out.items() if x is not None}
+        return [VideoOutput(
+            outputs={name: x[i] for name, x in out.items()}, length=int(length),
+            num_segments=int(packed.num_segments[i]),
             duration=None if durations is None or not np.isfinite(durations[i])
             else float(durations[i]))
             for i, length in enumerate(packed.lengths)]

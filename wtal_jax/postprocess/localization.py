@@ -1,11 +1,16 @@
-"""Scores -> proposals -> NMS -> ActivityNet results JSON (SPEC §5, steps 2-10), plain NumPy.
+"""Scores -> proposals -> NMS -> ActivityNet results JSON (SPEC §5 steps 5-10), plain NumPy,
+for every method.
 
-Reproduces the authors' release (``test.py`` with ``utils.upgrade_resolution``,
-``get_proposal_oic`` and ``nms``) proposal for proposal, but vectorised: every threshold of a
-family is one row of a ``(rows, positions)`` mask, the runs of all rows come from one flat pass,
-and their outer-inner contrast scores from one ``np.add.reduceat`` of window sums. NMS is exact
-greedy NMS computed in a few rounds. The only Python loops are over the selected classes of a
-video and over those rounds.
+A method turns one video's network outputs into :class:`VideoScores`: the classes to localise,
+a score per segment and class, the video-level term of each class, and its proposal families
+(SPEC §5 step 6: candidates above thresholds of the class scores themselves, or of another
+sequence such as UM's normalised magnitude). From there everything is shared and reproduces the
+authors' releases (``test.py`` with ``utils.upgrade_resolution``, ``get_proposal_oic`` and
+``nms``) proposal for proposal, but vectorised: every threshold of a family is one row of a
+``(rows, positions)`` mask, the runs of all rows come from one flat pass, and their outer-inner
+contrast scores from one ``np.add.reduceat`` of window sums. NMS is exact greedy NMS computed in
+a few rounds. The only Python loops are over the selected classes of a video and over those
+rounds.
 
 Positions below index the upsampled sequence of ``L = len(np.arange(0, T', 1 / upsample))``
 points (about ``upsample * T'``). Everything is computed in float64.
@@ -20,111 +25,105 @@ import numpy as np
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic
 
-# The release's exact float values (np.arange accumulates, e.g. 0.07500000000000001).
-_SCORE_THRESHOLDS = tuple(float(t) for t in np.arange(0, 0.25, 0.025))  # 10 values
-_MAGNITUDE_THRESHOLDS = tuple(float(t) for t in np.arange(0.4, 0.625, 0.025))  # 9 values
-_FAMILIES = ('score', 'magnitude')
+
+class VideoOutput(NamedTuple):
+    """One video's network outputs from inference, as NumPy: what a method's ``scores`` reads.
+
+    Attributes:
+      outputs: the video's row of the method's ``videos`` outputs, {name: array}; per-segment
+        arrays hold the padded length T >= ``length`` along their first axis.
+      length: T', the sampled segments that are the video's own.
+      num_segments: n, the video's original number of segments before sampling.
+      duration: seconds, from the annotation file, if known.
+    """
+    outputs: Mapping[str, np.ndarray]
+    length: int
+    num_segments: int
+    duration: float | None = None
+
+
+class Family(NamedTuple):
+    """One family of proposals (SPEC §5 step 6): a run of positions above each threshold.
+
+    ``sequence`` None: each class's own score, set to 0 below the threshold, and the runs
+    scored on that thresholded score (the releases' proposals on the class activation). Else a
+    (T',) sequence shared by the classes (UM's normalised magnitude): candidates where it is at
+    least the threshold and above 0, scored on the classes' unthresholded scores.
+    """
+    thresholds: tuple[float, ...]
+    sequence: np.ndarray | None = None
 
 
 class VideoScores(NamedTuple):
-    """What the model gives for one test video (SPEC §5.1), as NumPy arrays."""
-    p_act: np.ndarray  # (C,) video-level action probabilities (softmax over classes)
-    cas_softmax: np.ndarray  # (T', C) segment-level softmax over classes, T' = min(n, T)
-    magnitudes: np.ndarray  # (T',) feature magnitudes ||f_t||_2 of the embedded features
-    mu_act: float  # mean magnitude over the pseudo-action segments (top-k_act, no mask)
-    mu_bkg: float  # mean magnitude over the pseudo-background segments
-    num_segments: int  # n, the video's original number of segments before sampling
-    duration: float | None = None  # seconds, from the annotation file, if known
+    """What a method gives localisation for one video (the hand-off; SPEC §5 steps 1-5).
+
+    Attributes:
+      p_act: (C,) video-level class scores (also video accuracy and classification mAP).
+      scores: (T', C) score of each sampled segment for each class, as proposals are scored.
+      classes: (K,) int64 classes to localise, ascending (K may be 0: nothing localised).
+      class_score: (C,) the video-level term of a class's proposal scores, weighted by
+        ``localize.p_act_weight`` (UM: p_act; BaS-Net: 1 for a localised class).
+      families: the proposal families, in the order the release pools them.
+      num_segments: n, the video's original number of segments before sampling.
+      duration: seconds, from the annotation file, if known.
+    """
+    p_act: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    class_score: np.ndarray
+    families: tuple[Family, ...]
+    num_segments: int
+    duration: float | None = None
 
 
 class Detections(NamedTuple):
     """Detections of one video: per class in descending score order, classes in release order."""
     class_idx: np.ndarray  # (P,) int64 class indices
-    score: np.ndarray  # (P,) float64 outer-inner contrast plus p_act_weight * p_act[c]
+    score: np.ndarray  # (P,) float64 outer-inner contrast plus p_act_weight * class_score[c]
     segments: np.ndarray  # (P, 2) float64 [start, end] in seconds
 
 
 @dataclasses.dataclass(frozen=True)
 class LocalizeConfig:
-    """Localisation settings; the defaults are the release's THUMOS'14 values."""
-    theta_vid: float = 0.2  # p_act threshold for the classes to localise (probability)
-    upsample: int = 24  # interpolated points per sampled segment
-    score_thresholds: tuple[float, ...] = _SCORE_THRESHOLDS  # on the fused score, in [0, 1]
-    magnitude_thresholds: tuple[float, ...] = _MAGNITUDE_THRESHOLDS  # on normalised magnitude u
-    min_run_length: int = 2  # shortest proposal kept, in upsampled positions
-    outer_ratio: float = 0.25  # outer window on each side, as a fraction of the run length
-    p_act_weight: float = 0.2  # weight of the video-level score in a proposal score
-    nms_iou: float = 0.6  # suppress proposals with "+1" IoU >= this (seconds)
-    segment_frames: int = 16  # frames per original segment
-    fps: float = 25.0  # frames per second of the features
-    use_duration: bool = False  # seconds per original segment = duration / n (ActivityNet)
-    families: tuple[str, ...] = _FAMILIES  # proposal families: 'score' and/or 'magnitude'
-    fuse_magnitude: bool = True  # False: softmax-only score, no magnitude family (Table 3)
+    """The shared localisation settings, from a config (:meth:`from_config`)."""
+    upsample: int  # interpolated points per sampled segment
+    min_run_length: int  # shortest proposal kept, in upsampled positions
+    outer_ratio: float  # outer window on each side, as a fraction of the run length
+    p_act_weight: float  # weight of the video-level term in a proposal score
+    nms_iou: float  # suppress proposals with "+1" IoU >= this (seconds)
+    segment_frames: int  # frames per original segment
+    fps: float  # frames per second of the features
+    use_duration: bool  # seconds per original segment = duration / n (ActivityNet)
 
-    def __post_init__(self):
-        # Config files give lists; keep hashable tuples of floats.
-        for name in ('score_thresholds', 'magnitude_thresholds'):
-            object.__setattr__(self, name, tuple(float(t) for t in getattr(self, name)))
-        object.__setattr__(self, 'families', tuple(self.families))
-        unknown = sorted(set(self.families) - set(_FAMILIES))
-        if unknown or not self.families:
-            raise UserError(f'localize.families must name some of {_FAMILIES}, got {self.families}')
-        if int(self.upsample) != self.upsample or self.upsample < 1:
-            raise UserError(f'localize.upsample must be a positive integer, got {self.upsample}')
-        if self.min_run_length < 1:
-            raise UserError(f'localize.min_run_length must be >= 1, got {self.min_run_length}')
-        if not 0 < self.nms_iou <= 1:
-            raise UserError(f'localize.nms_iou must be in (0, 1], got {self.nms_iou}')
-        if self.outer_ratio < 0 or self.segment_frames <= 0 or self.fps <= 0:
-            raise UserError('localize.outer_ratio must be >= 0 and segment_frames, fps > 0, got '
-                            f'{self.outer_ratio}, {self.segment_frames}, {self.fps}')
+    @classmethod
+    def from_config(cls, cfg) -> 'LocalizeConfig':
+        z, d = cfg.localize, cfg.data
+        return cls(upsample=z.upsample, min_run_length=z.min_run_length,
+                   outer_ratio=z.outer_ratio, p_act_weight=z.p_act_weight, nms_iou=z.nms_iou,
+                   segment_frames=d.segment_frames, fps=d.fps, use_duration=d.use_duration)
 
 
 # ---------------------------------------------------------------------------------------------
-# Scores (steps 2-5)
+# Scores (steps 4-5)
 
 
-def select_classes(p_act: np.ndarray, theta: float) -> np.ndarray:
-    """Classes to localise: those with p_act >= theta, else the arg-max class (step 2).
+def minmax_per_class(s: np.ndarray, *, clip: bool) -> np.ndarray:
+    """Min-max normalisation over time, per class, as the releases' ``minmax_norm``.
 
-    Returns:
-      (K,) int64 class indices in ascending order, K >= 1.
-    """
-    selected = np.flatnonzero(np.asarray(p_act) >= theta)
-    if selected.size == 0:
-        selected = np.array([np.argmax(p_act)])
-    return selected.astype(np.int64)
-
-
-def normalized_magnitude(magnitudes: np.ndarray, mu_act: float, mu_bkg: float) -> np.ndarray:
-    """u_t = clip((m_t - mu_bkg) / (mu_act - mu_bkg), 0, 1) (step 3), (T',) -> (T',) float64.
-
-    A non-positive denominator is replaced by 1, as the release's ``minmax_norm`` does.
-    """
-    delta = mu_act - mu_bkg
-    if delta <= 0:
-        delta = 1.0
-    return np.clip((np.asarray(magnitudes, np.float64) - mu_bkg) / delta, 0.0, 1.0)
-
-
-def fused_scores(cas_softmax: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Eq. 3 fused score, min-max normalised per class over time (step 4).
-
-    ``s = cas_softmax * u[:, None]``; per class ``max = relu(max_t s)``, ``min = relu(min_t s)``,
-    a non-positive ``max - min`` replaced by 1, and the result clipped to [0, 1].
+    Per class ``max = relu(max_t s)``, ``min = relu(min_t s)``, a non-positive ``max - min``
+    replaced by 1, then ``(s - min) / (max - min)``; with ``clip``, clipped to [0, 1] (UM).
+    Without, values below a positive minimum stay negative (BaS-Net's release).
 
     Args:
-      cas_softmax: (T', C) segment-level softmax over classes.
-      u: (T',) normalised magnitudes (all ones for softmax-only scores).
-    Returns:
-      (T', C) float64.
+      s: (T', C). Returns: (T', C) float64.
     """
-    s = np.asarray(cas_softmax, np.float64) * np.asarray(u, np.float64)[:, None]
+    s = np.asarray(s, np.float64)
     high = np.maximum(s.max(axis=0), 0.0)
     low = np.maximum(s.min(axis=0), 0.0)
     delta = high - low
     delta[delta <= 0] = 1.0
-    return np.clip((s - low) / delta, 0.0, 1.0)
+    out = (s - low) / delta
+    return np.clip(out, 0.0, 1.0) if clip else out
 
 
 def upsample(x: np.ndarray, factor: int) -> np.ndarray:
@@ -247,58 +246,67 @@ def seconds_per_position(num_segments: int, num_sampled: int, cfg: LocalizeConfi
     """
     if cfg.use_duration:
         if duration is None or not duration > 0:
-            raise UserError(f'localize.use_duration needs a positive duration, got {duration}')
+            raise UserError(f'data.use_duration needs a positive duration, got {duration}')
         return duration / (cfg.upsample * num_sampled)
     return (cfg.segment_frames * num_segments) / (cfg.upsample * num_sampled * cfg.fps)
 
 
 class _Proposals(NamedTuple):
     """Flat proposals of one video, grouped by class, each class in the release's order."""
-    class_pos: np.ndarray  # (P,) int64 index into the selected classes
-    row: np.ndarray  # (P,) int64 pool row: score thresholds first, then magnitude thresholds
+    class_pos: np.ndarray  # (P,) int64 index into the localised classes
+    row: np.ndarray  # (P,) int64 pool row: the families' thresholds in order
     start: np.ndarray  # (P,) int64 first upsampled position
     end: np.ndarray  # (P,) int64 last upsampled position (inclusive)
     contrast: np.ndarray  # (P,) float64 inner - outer
 
 
-def _score_family(scores: np.ndarray, thresholds: np.ndarray, cfg: LocalizeConfig) -> _Proposals:
-    """Family 1: runs of the thresholded fused score, scored on that thresholded score.
+def _kept_runs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, cfg: LocalizeConfig
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs that become proposals: at least ``min_run_length`` positions long, and not
+    the single candidate of a row whose only candidate is position 0 (the releases skip such
+    a row: their ``if temp_list.any()`` tests the positions, and 0 is falsy)."""
+    runs_per_row = np.bincount(rows)[rows] if rows.size else rows
+    alone_at_0 = (starts == 0) & (ends == 0) & (runs_per_row == 1)
+    keep = (ends - starts + 1 >= cfg.min_run_length) & ~alone_at_0
+    return rows[keep], starts[keep], ends[keep]
+
+
+def _class_family(scores: np.ndarray, thresholds: np.ndarray, cfg: LocalizeConfig
+                  ) -> _Proposals:
+    """Runs of each class's thresholded score, scored on that thresholded score.
 
     Values below a threshold are set to 0 and positions still > 0 are candidates; rows are
     (class, threshold) pairs, class-major, so the runs come out grouped by class.
 
     Args:
-      scores: (K, L) upsampled fused scores of the selected classes.
+      scores: (K, L) upsampled scores of the localised classes.
       thresholds: (R1,).
     """
     num_classes, length = scores.shape
     cut = np.where(scores[:, None, :] >= thresholds[:, None], scores[:, None, :], 0.0)
     cut = cut.reshape(-1, length)  # row k * R1 + r
-    rows, starts, ends = find_runs(cut > 0)
-    long = ends - starts + 1 >= cfg.min_run_length
-    rows, starts, ends = rows[long], starts[long], ends[long]
+    rows, starts, ends = _kept_runs(*find_runs(cut > 0), cfg)
     contrast = outer_inner_contrast(cut, rows, starts, ends, cfg.outer_ratio)
     return _Proposals(rows // len(thresholds), rows % len(thresholds), starts, ends, contrast)
 
 
-def _magnitude_family(scores: np.ndarray, u: np.ndarray, thresholds: np.ndarray,
-                      cfg: LocalizeConfig) -> _Proposals:
-    """Family 2: runs of the thresholded magnitude, scored on the unthresholded fused score.
+def _sequence_family(scores: np.ndarray, sequence: np.ndarray, thresholds: np.ndarray,
+                     cfg: LocalizeConfig) -> _Proposals:
+    """Runs of a thresholded shared sequence, scored on the classes' unthresholded scores.
 
-    The candidates do not depend on the class, so each run is scored once per selected class.
+    The candidates do not depend on the class, so each run is scored once per localised class.
 
     Args:
-      scores: (K, L) upsampled fused scores of the selected classes.
-      u: (L,) upsampled normalised magnitude.
+      scores: (K, L) upsampled scores of the localised classes.
+      sequence: (L,) upsampled sequence (UM: the normalised magnitude).
       thresholds: (R2,).
     """
     num_classes = scores.shape[0]
     # Same rule as the release: values below the threshold set to 0, positions > 0 kept.
-    thr_rows, starts, ends = find_runs((u >= thresholds[:, None]) & (u > 0))
-    long = ends - starts + 1 >= cfg.min_run_length
-    thr_rows, starts, ends = thr_rows[long], starts[long], ends[long]
+    thr_rows, starts, ends = _kept_runs(
+        *find_runs((sequence >= thresholds[:, None]) & (sequence > 0)), cfg)
     num_runs = starts.size
-    class_pos = np.repeat(np.arange(num_classes), num_runs)  # class-major, like family 1
+    class_pos = np.repeat(np.arange(num_classes), num_runs)  # class-major, like the other
     contrast = outer_inner_contrast(scores, class_pos, np.tile(starts, num_classes),
                                     np.tile(ends, num_classes), cfg.outer_ratio)
     return _Proposals(class_pos, np.tile(thr_rows, num_classes), np.tile(starts, num_classes),
@@ -383,82 +391,93 @@ def nms(segments: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# One video, all videos, results file (steps 2-10)
+# One video, all videos, results file (steps 6-10)
 
 
 def _check_video(vs: VideoScores, name: str, use_duration: bool) -> None:
     """Raises UserError naming the video if its arrays disagree in shape or are not finite."""
-    p_act, cas, mags = (np.asarray(a) for a in (vs.p_act, vs.cas_softmax, vs.magnitudes))
-    if p_act.ndim != 1 or cas.ndim != 2 or cas.shape[1] != p_act.shape[0] or cas.shape[0] < 1:
-        raise UserError(f'{name}: p_act shape {p_act.shape} and cas_softmax shape {cas.shape} '
+    p_act, scores, classes = (np.asarray(a) for a in (vs.p_act, vs.scores, vs.classes))
+    num_classes = p_act.shape[0] if p_act.ndim == 1 else -1
+    if scores.ndim != 2 or scores.shape[1] != num_classes or scores.shape[0] < 1:
+        raise UserError(f'{name}: p_act shape {p_act.shape} and scores shape {scores.shape} '
                         'do not form (C,) and (T\', C) with T\' >= 1')
-    if mags.shape != (cas.shape[0],):
-        raise UserError(f'{name}: magnitudes shape {mags.shape}, expected ({cas.shape[0]},)')
-    if not cas.shape[0] <= vs.num_segments:
-        raise UserError(f'{name}: {cas.shape[0]} sampled segments but only '
-                        f'num_segments={vs.num_segments} originally')
-    values = (p_act, cas, mags, np.array([vs.mu_act, vs.mu_bkg], np.float64))
+    if np.shape(vs.class_score) != (num_classes,) or classes.ndim != 1 or \
+            not np.all((classes >= 0) & (classes < num_classes)):
+        raise UserError(f'{name}: class_score shape {np.shape(vs.class_score)} or classes '
+                        f'{classes.tolist()[:5]} do not fit {num_classes} classes')
+    for family in vs.families:
+        if family.sequence is not None and np.shape(family.sequence) != (scores.shape[0],):
+            raise UserError(f'{name}: a proposal family\'s sequence has shape '
+                            f'{np.shape(family.sequence)}, expected ({scores.shape[0]},)')
+    values = (p_act, scores, np.asarray(vs.class_score, np.float64),
+              *(f.sequence for f in vs.families if f.sequence is not None))
     if not all(np.isfinite(v).all() for v in values):
-        raise UserError(f'{name}: non-finite p_act, cas_softmax, magnitudes or mu_act/mu_bkg')
+        raise UserError(f'{name}: non-finite scores')
     if use_duration and not (vs.duration is not None and vs.duration > 0):
-        raise UserError(f'{name}: localize.use_duration needs its duration, got {vs.duration}')
+        raise UserError(f'{name}: data.use_duration needs its duration, got {vs.duration}')
 
 
-def localize_video(vs: VideoScores, cfg: LocalizeConfig = LocalizeConfig(), *,
-                   name: str = 'video') -> Detections:
-    """Detections of one video (SPEC §5 steps 2-9).
+def _empty() -> Detections:
+    return Detections(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 2)))
 
-    Proposals of both families are pooled per class and NMS'd. Classes come in the order the
+
+def localize_video(vs: VideoScores, cfg: LocalizeConfig, *, name: str = 'video') -> Detections:
+    """Detections of one video (SPEC §5 steps 5-9).
+
+    Proposals of every family are pooled per class and NMS'd. Classes come in the order the
     release's dict inserts them (first threshold row giving the class a proposal, ties by class
     index); within a class detections are in descending score order.
     """
     _check_video(vs, name, cfg.use_duration)
-    # Compared in its own dtype (float32 from the model), as the release compares its scores.
-    selected = select_classes(vs.p_act, cfg.theta_vid)
-    p_act = np.asarray(vs.p_act, np.float64)
-    num_sampled = vs.cas_softmax.shape[0]
-    u = normalized_magnitude(vs.magnitudes, vs.mu_act, vs.mu_bkg)
-    fused = fused_scores(vs.cas_softmax, u if cfg.fuse_magnitude else np.ones(num_sampled))
-    # One interpolation for the selected classes' scores and u (last row): (K + 1, L).
-    up = np.ascontiguousarray(upsample(np.column_stack([fused[:, selected], u]), cfg.upsample).T)
-    scores, u_up = up[:-1], up[-1]
+    classes = np.asarray(vs.classes, np.int64)
+    if classes.size == 0:
+        return _empty()
+    num_sampled = vs.scores.shape[0]
+    sequences = [f.sequence for f in vs.families if f.sequence is not None]
+    # One interpolation for the localised classes' scores and the families' sequences.
+    up = np.ascontiguousarray(upsample(
+        np.column_stack([np.asarray(vs.scores)[:, classes], *sequences]), cfg.upsample).T)
+    scores, shared = up[:classes.size], up[classes.size:]
 
-    families, offsets = [], []
-    score_thr = np.asarray(cfg.score_thresholds, np.float64)
-    mag_thr = np.asarray(cfg.magnitude_thresholds, np.float64)
-    if 'score' in cfg.families and score_thr.size:
-        families.append(_score_family(scores, score_thr, cfg))
-        offsets.append(0)
-    if 'magnitude' in cfg.families and cfg.fuse_magnitude and mag_thr.size:
-        families.append(_magnitude_family(scores, u_up, mag_thr, cfg))
-        offsets.append(score_thr.size)
+    families, offsets, rows_before, next_sequence = [], [], 0, 0
+    for family in vs.families:
+        thresholds = np.asarray(family.thresholds, np.float64)
+        if thresholds.size:
+            families.append(_class_family(scores, thresholds, cfg) if family.sequence is None
+                            else _sequence_family(scores, shared[next_sequence], thresholds, cfg))
+            offsets.append(rows_before)
+        rows_before += thresholds.size
+        next_sequence += family.sequence is not None
     if not families:
-        return Detections(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 2)))
+        return _empty()
     props = _pool(families, offsets)
 
     k = seconds_per_position(vs.num_segments, num_sampled, cfg, vs.duration)
     segments = np.stack([props.start * k, (props.end + 1) * k], axis=1)
-    score = props.contrast + cfg.p_act_weight * p_act[selected[props.class_pos]]
+    class_score = np.asarray(vs.class_score, np.float64)
+    score = props.contrast + cfg.p_act_weight * class_score[classes[props.class_pos]]
 
-    # Proposals are class-major, so each selected class is one contiguous slice.
-    bounds = np.searchsorted(props.class_pos, np.arange(selected.size + 1))
+    # Proposals are class-major, so each localised class is one contiguous slice.
+    bounds = np.searchsorted(props.class_pos, np.arange(classes.size + 1))
     kept, first_rows = [], []
-    for pos in range(selected.size):
+    for pos in range(classes.size):
         lo, hi = bounds[pos], bounds[pos + 1]
         if lo == hi:
             continue
         kept.append(lo + nms(segments[lo:hi], score[lo:hi], cfg.nms_iou))
         first_rows.append(props.row[lo:hi].min())
     if not kept:
-        return Detections(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 2)))
+        return _empty()
     # The release fills a dict threshold by threshold; a stable sort of the first row reproduces it.
     idx = np.concatenate([kept[i] for i in np.argsort(first_rows, kind='stable')])
-    return Detections(selected[props.class_pos[idx]], score[idx], segments[idx])
+    return Detections(classes[props.class_pos[idx]], score[idx], segments[idx])
 
 
 def localize(videos: Mapping[str, VideoScores], class_names: Sequence[str],
-             cfg: LocalizeConfig = LocalizeConfig()) -> dict:
+             cfg: LocalizeConfig) -> dict:
     """Detections of every video as an ActivityNet results dict (SPEC §5 step 10).
+
+    A video with no class to localise gets no entry, as in the releases.
 
     Returns:
       ``{"version", "results": {VIDEO: [{"label", "score", "segment": [start, end]}]},
@@ -472,6 +491,8 @@ def localize(videos: Mapping[str, VideoScores], class_names: Sequence[str],
         if num_classes != len(class_names):
             raise UserError(f'{name}: p_act has shape {np.shape(vs.p_act)} but there are '
                             f'{len(class_names)} class names')
+        if not len(vs.classes):
+            continue
         det = localize_video(vs, cfg, name=name)
         results[name] = [
             {'label': class_names[c], 'score': s, 'segment': [a, b]}

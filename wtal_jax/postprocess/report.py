@@ -190,3 +190,39 @@ def evaluate(gt: eval_files.GroundTruth, preds: eval_files.Predictions, *,
         figures.update(video_level(gt, video_scores, accuracy_threshold),
                        accuracy_threshold=float(accuracy_threshold))
     return figures, plain
+
+
+def map_files(ground_truth: str, predictions: str, *, subset: str, tiou_thresholds: str,
+              full: bool = False, family: str | None = None, protocol: str = 'seconds',
+              ambiguous: str | None = None, warn=lambda line: None
+              ) -> tuple[dict, average_precision.DetectionResult]:
+    """``wtal-jax map``: an annotation file and a results file evaluated under ``protocol``.
+
+    Returns (figures, the detection result at ``tiou_thresholds``): with ``full`` every figure
+    of :func:`evaluate` (averages of ``family``), else the official evaluation's keys (and
+    ``protocol`` where it is not 'seconds'). Problems with the input that do not stop it go to
+    ``warn``, one line each, before the evaluation.
+    """
+    if family and not full:
+        raise UserError('--family chooses the averages of --report; add --report')
+    if ambiguous and protocol != 'snippet':
+        raise UserError('--ambiguous applies to --protocol snippet only')
+    tious = eval_files.parse_tiou_thresholds(tiou_thresholds)
+    gt = eval_files.load_ground_truth(ground_truth, subset)
+    preds = eval_files.load_predictions(predictions, gt)
+    dropped = snippet.load_ambiguous(ambiguous) if ambiguous else None
+    warnings = eval_files.input_warnings(gt, preds)
+    if protocol == 'snippet' and dropped is None:
+        warnings.append('no --ambiguous list: no prediction is dropped (the snippet-protocol '
+                        "codebases drop those overlapping THUMOS'14's Ambiguous_test.txt)")
+    for line in warnings:
+        warn(line)
+    if full:
+        return evaluate(gt, preds, tiou_thresholds=tious, family=family or 'auto',
+                        protocol=protocol, ambiguous=dropped)
+    result = average_precision.evaluate_detection(*apply_protocol(gt, preds, protocol, dropped),
+                                                  tious)
+    figures = average_precision.result_to_json(result)
+    if protocol != 'seconds':  # the plain keys alone stay the official evaluation's
+        figures['protocol'] = protocol
+    return figures, result

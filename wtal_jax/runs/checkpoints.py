@@ -90,17 +90,22 @@ def step_metrics_problem(step_dir: str) -> str | None:
 # Content
 
 
-def saved_state(state: training.TrainState, sums: dict | None = None) -> dict:
-    """What a checkpoint holds: the stacked train state and the running metric sums of the
-    training log's current window (zero at a log step), so a resumed run logs the same rows."""
+def saved_state(state: training.TrainState, losses: tuple[str, ...],
+                sums: dict | None = None) -> dict:
+    """What a checkpoint holds: the stacked train state and the running sums of the method's
+    ``losses`` over the training log's current window (zero at a log step), so a resumed run
+    logs the same rows."""
     num_seeds = jax.tree.leaves(state)[0].shape[0]
-    return {'train': state, 'sums': training.zero_metrics(num_seeds) if sums is None else sums}
+    return {'train': state,
+            'sums': training.zero_metrics(losses, num_seeds) if sums is None else sums}
 
 
 def abstract_state(cfg, names, sharding=None):
     """The shape of a checkpoint of ``cfg`` (see :func:`saved_state`), to restore into."""
-    return abstract_like(
-        jax.eval_shape(lambda: saved_state(training.build(cfg, names).state)), sharding)
+    def shapes():
+        built = training.build(cfg, names)
+        return saved_state(built.state, built.losses)
+    return abstract_like(jax.eval_shape(shapes), sharding)
 
 
 def checkpoint_meta(cfg, names, *, fingerprint: dict | None = None,

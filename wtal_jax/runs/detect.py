@@ -1,13 +1,15 @@
 """Detection on unannotated videos: feature files in, an ActivityNet results file out.
 
 Also the durations files that place such detections in seconds where a checkpoint localises by
-video duration (``localize.use_duration``, the ActivityNet configs).
+video duration (``data.use_duration``, the ActivityNet configs).
 """
 
 import os
 
 import numpy as np
 
+from wtal_jax import config as config_lib
+from wtal_jax import method as method_lib
 from wtal_jax.data import annotations, dataset
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic
@@ -74,22 +76,22 @@ def detect(checkpoint: str, feature_specs: list[str], *, overrides=(), output: s
     Each spec is one ``.npy`` of shape (n, D), or ``RGB.npy,FLOW.npy`` concatenated along the
     features. The video id is the (first) file name without ``.npy`` (without a ``v_`` prefix
     where only the bare id has a duration). ``durations``: a file for :func:`read_durations`,
-    needed by checkpoints that place detections by duration (``localize.use_duration``, the
+    needed by checkpoints that place detections by duration (``data.use_duration``, the
     ActivityNet configs) and unused by the others (a warning says so).
     """
     ckpt = load_checkpoint(checkpoint, which=which, seed=seed, overrides=overrides)
     cfg = ckpt.cfg
     videos = [_video_name(spec) for spec in feature_specs]
     seconds = None
-    if cfg.localize.use_duration:
+    if cfg.data.use_duration:
         if durations is None:
             raise UserError(f'{ckpt.workdir} places detections by video duration '
-                            '(localize.use_duration): give --durations FILE, a JSON of video -> '
+                            '(data.use_duration): give --durations FILE, a JSON of video -> '
                             'seconds or the annotation file (e.g. activity_net.v1-3.min.json)')
         videos, seconds = match_durations(videos, read_durations(durations), durations)
     elif durations is not None:
         warn(f'--durations {durations} is unused: {ckpt.workdir} places detections on the '
-             'segment grid (localize.use_duration is False)')
+             'segment grid (data.use_duration is False)')
     seen = {v for v in videos if videos.count(v) > 1}
     if seen:
         raise UserError(f'the same video id comes from several files: {sorted(seen)[:5]}')
@@ -97,10 +99,11 @@ def detect(checkpoint: str, feature_specs: list[str], *, overrides=(), output: s
                 for spec in feature_specs]
     packed = inference.pack(features, num_segments=cfg.data.num_segments,
                             chunk_size=cfg.eval.chunk_segments)
-    predictor = inference.Predictor(ckpt.model, r_act=cfg.model.r_act, r_bkg=cfg.model.r_bkg)
-    scores = predictor(ckpt.state.params, packed, num_segments=cfg.data.num_segments,
-                       durations=seconds)
-    results = localization.localize(dict(zip(videos, scores)), ckpt.names,
-                                    localization.LocalizeConfig(**cfg.localize))
+    method, hp = method_lib.load(cfg.method), config_lib.frozen(cfg)
+    outputs = inference.Predictor(method, ckpt.model, hp)(
+        ckpt.state.params, packed, num_segments=cfg.data.num_segments, durations=seconds)
+    results = localization.localize(
+        {video: method.scores(out, hp=hp) for video, out in zip(videos, outputs)}, ckpt.names,
+        localization.LocalizeConfig.from_config(cfg))
     write_json_atomic(output, results)
     return results

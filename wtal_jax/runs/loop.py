@@ -81,7 +81,7 @@ class _Evaluations:
         for index, seed in enumerate(self.seeds):
             params = distributed.local_params(state.params, index)
             for name, evaluator in self.evaluators.items():
-                metrics = evaluator(params)[0]
+                metrics = evaluator(params).metrics
                 self.run.append_metrics({'step': step, 'split': name, 'seed': seed, **metrics})
                 for key, value in _scalars(metrics).items():
                     scalars.setdefault(checkpoints.metric_key(name, key), []).append(value)
@@ -154,7 +154,7 @@ def _restore_or_start(run: RunDir, cfg, names, built, replicated, fingerprint, p
     """(loop state on the mesh, its step): the newest intact checkpoint of the run, checked to
     be the same run on the same data, or a fresh start (from ``train.init_from`` if set)."""
     if not run.steps():
-        state = checkpoints.saved_state(built.state)
+        state = checkpoints.saved_state(built.state, built.losses)
         if cfg.train.init_from:
             state['train'] = _init_from(cfg, names, built)
         return distributed.replicate(state, replicated), 0
@@ -248,7 +248,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
 
         run.restart_metrics(start)   # first: it may refuse a damaged log, changing nothing
         run.write_config(cfg)
-        step_fn = training.compile_train_step(built.model, built.tx, built.hp, mesh,
+        step_fn = training.compile_train_step(built.method, built.model, built.tx, built.hp, mesh,
                                            gather=table is not None)
         evaluate = _Evaluations(cfg, eval_splits, built.model, run, seeds) \
             if procs.primary else None

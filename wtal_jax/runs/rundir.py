@@ -32,6 +32,7 @@ import jax
 from wtal_jax import config as config_lib
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic, write_text_atomic
+from wtal_jax import method as method_lib
 from wtal_jax import training
 from wtal_jax.runs import checkpoints, orbax_logs
 
@@ -556,6 +557,6 @@ def load_checkpoint(path: str, *, which: str = 'best', seed: int | None = None,
             lambda meta: checkpoints.abstract_state(cfg, tuple(meta['class_names']), device),
             candidates=candidates)
     names = tuple(meta['class_names'])
-    model = training.make_model(cfg, len(names))
+    model = method_lib.load(cfg.method).model(cfg, len(names))
     return Checkpoint(cfg, names, model, training.unstack_state(state['train'], index), found,
                       workdir, config_lib.run_seeds(cfg)[index])

@@ -149,9 +149,10 @@ def compiled_step(cfg, *, gather: bool) -> CompiledStep:
     built = training.build(cfg, tuple(cfg.data.class_names))
     mesh = training.make_mesh(distributed.training_devices(cfg.train.num_devices))
     every = training.replicated(mesh)
-    sums = training.zero_metrics(len(config_lib.run_seeds(cfg)))
+    sums = training.zero_metrics(built.losses, len(config_lib.run_seeds(cfg)))
     state, sums = jax.device_put((built.state, sums), every)
-    step = training.compile_train_step(built.model, built.tx, built.hp, mesh, gather=gather)
+    step = training.compile_train_step(built.method, built.model, built.tx, built.hp, mesh,
+                                       gather=gather)
     return CompiledStep(step, state, sums, every, training.batch_sharding(mesh))
 
 
@@ -179,8 +180,8 @@ def bench_train_step(shape: Shape, *, devices: int = 1, repeats: int = 3,
     of ``devices`` local devices, the features either gathered in the step from a table on the
     device (the training loop's path, ``seconds_per_step``) or sent from the host with every
     step (its fallback when the features do not fit, ``host_seconds_per_step``)."""
+    from wtal_jax.method.common import DTYPES
     import jax
-    from wtal_jax import training
     from wtal_jax.runs import distributed
     b, t, d, e, c = shape
     cfg = bench_config(shape, dtype=dtype, devices=devices)
@@ -192,7 +193,7 @@ def bench_train_step(shape: Shape, *, devices: int = 1, repeats: int = 3,
 
     gathered = compiled_step(cfg, gather=True)
     on_device = distributed.global_batch(dict(batch, index=index), gathered.batch_sharding)
-    device_table = jax.device_put(table.astype(training.DTYPES[dtype]), gathered.replicated)
+    device_table = jax.device_put(table.astype(DTYPES[dtype]), gathered.replicated)
     seconds = time_steps(gathered, lambda i: on_device, device_table, repeats) / repeats
     del gathered, on_device, device_table
 
@@ -330,9 +331,9 @@ def peak_device_bytes(device) -> int | None:
 def step_alone(cfg, dataset: DataSet, *, on_device: bool, count: int) -> float:
     """Steps per second of the loop's compiled step on the loop's data and shapes, with the
     batch of step 0 already on the device and reused: no host work, no transfer."""
+    from wtal_jax.method.common import DTYPES
     import jax
     from wtal_jax.data import pipeline
-    from wtal_jax import training
     from wtal_jax.data import splits
     from wtal_jax.runs import distributed
     split, _ = splits.load_training(cfg, dataset.class_names, progress=False)
@@ -341,7 +342,7 @@ def step_alone(cfg, dataset: DataSet, *, on_device: bool, count: int) -> float:
     compiled = compiled_step(cfg, gather=on_device)
     table, offsets = None, None
     if on_device:
-        host_table, offsets = pipeline.pack_table(split.features, training.DTYPES[cfg.model.dtype])
+        host_table, offsets = pipeline.pack_table(split.features, DTYPES[cfg.model.dtype])
         batchers[0].release_features()
         del split
         table = jax.device_put(host_table, compiled.replicated)
@@ -372,7 +373,7 @@ def bench_loop(shape: Shape, *, steps: int = 30, train_videos: int = LOOP_TRAIN_
     Host memory: the process's peak (ru_maxrss) after training, and that peak less the
     resident memory just before it; device memory: the device's peak, where it reports one.
     """
-    from wtal_jax import training
+    from wtal_jax.method.common import DTYPES
     from wtal_jax.runs import distributed, loop
     from wtal_jax.runs.rundir import RunDir
     if steps < 2 * log_every:
@@ -387,7 +388,7 @@ def bench_loop(shape: Shape, *, steps: int = 30, train_videos: int = LOOP_TRAIN_
                           eval_every=eval_every, devices=devices, dtype=dtype)
         device = distributed.training_devices(devices)[0]
         table_bytes = int(np.sum(dataset.train_lengths)) * shape.feature_dim * \
-            np.dtype(training.DTYPES[dtype]).itemsize
+            np.dtype(DTYPES[dtype]).itemsize
         on_device, _ = loop.data_on_device(cfg.train.data_on_device,
                                            cfg.train.device_memory_fraction, table_bytes, device)
         workdir = os.path.join(folder, 'run')
@@ -433,6 +434,7 @@ def bench_seeds(shape: Shape, *, seeds: int = 5, steps: int = 10, devices: int =
     gathered from a device table of 2B videos of 200-2,000 segments), each sent with its step;
     the compilation (one warm-up step per compiled step) is left out.
     """
+    from wtal_jax.method.common import DTYPES
     import jax
     from wtal_jax.data import pipeline
     from wtal_jax import training
@@ -454,7 +456,7 @@ def bench_seeds(shape: Shape, *, seeds: int = 5, steps: int = 10, devices: int =
 
     together = compiled_step(bench_config(shape, dtype=dtype, seeds=tuple(range(seeds)),
                                           devices=devices), gather=True)
-    device_table = jax.device_put(table.astype(training.DTYPES[dtype]), together.replicated)
+    device_table = jax.device_put(table.astype(DTYPES[dtype]), together.replicated)
     together_seconds = time_steps(together, batches(range(seeds), together.batch_sharding),
                                   device_table, steps)
     del together
@@ -462,10 +464,10 @@ def bench_seeds(shape: Shape, *, seeds: int = 5, steps: int = 10, devices: int =
     separate_seconds = 0.0
     for seed in range(seeds):
         # The same compiled step for every run; each starts from its own seed's state.
-        state = training.build(bench_config(shape, dtype=dtype, seeds=(seed,)),
-                                 class_names(c)).state
-        run = one._replace(state=jax.device_put(state, one.replicated),
-                           sums=jax.device_put(training.zero_metrics(1), one.replicated))
+        built = training.build(bench_config(shape, dtype=dtype, seeds=(seed,)), class_names(c))
+        run = one._replace(state=jax.device_put(built.state, one.replicated),
+                           sums=jax.device_put(training.zero_metrics(built.losses, 1),
+                                               one.replicated))
         separate_seconds += time_steps(run, batches([seed], one.batch_sharding), device_table,
                                        steps)
     return {'benchmark': 'seeds', 'method': 'compiled step', 'device':
@@ -546,17 +548,18 @@ def _random_model_scores(shape: Shape, lengths):
     import jax
     from wtal_jax import config
     from wtal_jax.postprocess import inference
-    from wtal_jax import training
     cfg = config.default_config()
     cfg.model.embed_dim = shape.embed_dim
-    model = training.make_model(cfg, shape.classes)
+    from wtal_jax import method as method_lib
+    method = method_lib.load(cfg.method)
+    model = method.model(cfg, shape.classes)
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, shape.feature_dim), np.float32),
                         train=False)['params']
     rng = np.random.default_rng(0)
     features = [rng.random((n, shape.feature_dim), dtype=np.float32) for n in lengths]
     packed = inference.pack(features, num_segments=shape.segments,
                             chunk_size=cfg.eval.chunk_segments)
-    predictor = inference.Predictor(model, r_act=cfg.model.r_act, r_bkg=cfg.model.r_bkg)
+    predictor = inference.Predictor(method, model, config.frozen(cfg))
     return cfg, predictor, params, packed
 
 
@@ -587,13 +590,16 @@ def bench_localize_map(shape: Shape, test: VideoSet, *, repeats: int = 3) -> dic
     """Seconds of localising every video of ``test`` and of evaluating the detections' mAP."""
     from wtal_jax.postprocess import average_precision, eval_files, localization
     cfg, predictor, params, packed = _random_model_scores(shape, test.lengths)
-    scores = dict(zip(test.videos, predictor(params, packed, num_segments=shape.segments)))
+    from wtal_jax import config as config_lib, method as method_lib
+    outputs = dict(zip(test.videos, predictor(params, packed, num_segments=shape.segments)))
     class_names = test.gt.class_names + tuple(
         f'extra{i}' for i in range(shape.classes - len(test.gt.class_names)))
-    loc_cfg = localization.LocalizeConfig(**cfg.localize)
+    loc_cfg = localization.LocalizeConfig.from_config(cfg)
+    method, hp = method_lib.load(cfg.method), config_lib.frozen(cfg)
     holder = {}
 
-    def run_localize():
+    def run_localize():   # the method's scores (fusion) and the shared localisation
+        scores = {video: method.scores(out, hp=hp) for video, out in outputs.items()}
         holder['results'] = localization.localize(scores, class_names[:shape.classes], loc_cfg)
 
     def run_map():

@@ -26,7 +26,7 @@ from scipy import stats
 
 from wtal_jax.data.annotations import read_json
 from wtal_jax.errors import UserError
-from wtal_jax.postprocess import evaluation, report as report_lib
+from wtal_jax.postprocess import eval_files, report as report_lib, tables
 
 # Column of the output -> key of each seed's entry in report.json, and its title in the table.
 COLUMNS = {'selected': ('selected', 'selected'), 'last': ('last', 'last step'),
@@ -166,7 +166,7 @@ def range_name(thresholds) -> str:
     t = np.asarray(thresholds, np.float64)
     for ranges in report_lib.AVERAGE_RANGES.values():
         for name, spec in ranges.items():
-            r = evaluation.parse_tiou_thresholds(spec)
+            r = eval_files.parse_tiou_thresholds(spec)
             if r.shape == t.shape and np.allclose(r, t, rtol=0, atol=1e-9):
                 return name
     return ','.join(f'{x:g}' for x in t)
@@ -198,7 +198,7 @@ def _check_report(report) -> np.ndarray:
                 raise ValueError(f'seed {entry["seed"]}: {key} holds a value that is not finite')
     if not isinstance(report['test_split'], str):
         raise ValueError(f'test_split {report["test_split"]!r}')
-    return evaluation.check_thresholds(report['tiou_thresholds'])
+    return eval_files.check_thresholds(report['tiou_thresholds'])
 
 
 def load_run(path: str) -> Run:
@@ -326,7 +326,7 @@ def format_comparison(c: Comparison, a: str = 'A', b: str = 'B') -> str:
     rows = [[['average']] + [[title, '±CI', 'p'] for _, title in COLUMNS.values()]]
     rows += [[[name]] + [_cells(c.columns[col][name]) for col in COLUMNS]
              for name in c.columns['selected']]
-    lines += evaluation.aligned_rows(rows)
+    lines += tables.aligned_rows(rows)
     lines += ['* best test: the best step on the test split itself (test-set selection)',
               'selected, avg ' + c.main + ': ' + verdict(first, a, b)]
     return '\n'.join(lines)

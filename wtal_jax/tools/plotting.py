@@ -116,13 +116,18 @@ class RunView:
             self._cache['init'] = training.unstack_state(state, seeds.index(self.seed)).params
         return self._cache['init']
 
-    def scores(self, params=None) -> list[localization.VideoScores]:
+    def outputs(self, params=None) -> list[localization.VideoOutput]:
         """Per-video network outputs in split order; the checkpoint's when ``params`` is None."""
         if params is not None:
-            return self.evaluator.scores(params)
-        if 'scores' not in self._cache:
-            self._cache['scores'] = self.evaluator.scores(self.params)
-        return self._cache['scores']
+            return self.evaluator.outputs(params)
+        if 'outputs' not in self._cache:
+            self._cache['outputs'] = self.evaluator.outputs(self.params)
+        return self._cache['outputs']
+
+    def scores(self, params=None) -> list[localization.VideoScores]:
+        """Per-video scores for localisation in split order (the method's ``scores``)."""
+        return [self.evaluator.method.scores(out, hp=self.evaluator.hp)
+                for out in self.outputs(params)]
 
     def evaluate(self):
         """(metrics, ActivityNet results, DetectionResult, report) of the checkpoint, computed once
@@ -199,7 +204,7 @@ def _segment_seconds(cfg, split: dataset.Split, v: int) -> float:
     """Seconds per original segment of video ``v``, as ``data.load_split`` clips by."""
     if cfg.data.use_duration and np.isfinite(split.durations[v]):
         return float(split.durations[v]) / int(split.num_segments[v])
-    return float(cfg.data.segment_seconds)
+    return float(cfg.data.segment_frames / cfg.data.fps)
 
 
 def segment_magnitudes(run: RunView, params=None) -> tuple[np.ndarray, np.ndarray]:
@@ -209,11 +214,14 @@ def segment_magnitudes(run: RunView, params=None) -> tuple[np.ndarray, np.ndarra
       (action, background): 1-D float64 arrays, concatenated over videos.
     """
     action, background = [], []
-    for v, vs in enumerate(run.scores(params)):
+    for v, out in enumerate(run.outputs(params)):
+        if 'magnitudes' not in out.outputs:
+            raise UserError(f'{run.workdir}: method {run.cfg.method} gives no feature magnitudes')
+        magnitudes = np.asarray(out.outputs['magnitudes'])[:out.length]
         mask = action_mask(run.split.gt[v], int(run.split.num_segments[v]),
-                           len(vs.magnitudes), _segment_seconds(run.cfg, run.split, v))
-        action.append(vs.magnitudes[mask])
-        background.append(vs.magnitudes[~mask])
+                           out.length, _segment_seconds(run.cfg, run.split, v))
+        action.append(magnitudes[mask])
+        background.append(magnitudes[~mask])
     return (np.concatenate(action).astype(np.float64),
             np.concatenate(background).astype(np.float64))
 
@@ -316,7 +324,8 @@ def video_timeline(run: RunView, video: str | None = None,
     """The data of :func:`timeline_figure` (default video: the first with ground truth;
     default class: its first ground-truth class, else its highest-scoring one)."""
     v = run.video_index(video)
-    vs, gt = run.scores()[v], run.split.gt[v]
+    out, gt = run.outputs()[v], run.split.gt[v]
+    vs = run.evaluator.method.scores(out, hp=run.evaluator.hp)
     if class_name is None:
         c = int(gt.classes[0]) if len(gt.classes) else int(np.argmax(vs.p_act))
     elif class_name in run.names:
@@ -324,10 +333,11 @@ def video_timeline(run: RunView, video: str | None = None,
     else:
         raise UserError(f'class {class_name!r} is not one of {", ".join(run.names)}')
     cfg = run.localize_config
-    num_sampled = len(vs.magnitudes)
-    u = localization.normalized_magnitude(vs.magnitudes, vs.mu_act, vs.mu_bkg)
-    fused = localization.fused_scores(vs.cas_softmax, u if cfg.fuse_magnitude
-                                      else np.ones(num_sampled))[:, c]
+    num_sampled = vs.scores.shape[0]
+    fused = vs.scores[:, c]
+    sequences = [f.sequence for f in vs.families if f.sequence is not None]
+    u = sequences[0] if sequences else np.zeros(num_sampled)
+    softmax = np.asarray(out.outputs.get('cas_softmax', vs.scores))[:num_sampled, c]
     k = localization.seconds_per_position(vs.num_segments, num_sampled, cfg, vs.duration)
     up = lambda x: localization.upsample(x, cfg.upsample)
     fused_up = up(fused)
@@ -338,10 +348,10 @@ def video_timeline(run: RunView, video: str | None = None,
     return Timeline(
         video=run.split.names[v], class_name=run.names[c], p_act=float(vs.p_act[c]),
         times=(np.arange(fused_up.size) + 0.5) * k, fused=fused_up,
-        softmax=up(vs.cas_softmax[:, c]), magnitude=up(u),
+        softmax=up(softmax), magnitude=up(u),
         proposals=_class_detections(vs, pool, c), detections=_class_detections(vs, cfg, c),
         gt=gt_seg[gt.classes == c], gt_other=gt_seg[gt.classes != c],
-        selected=bool(c in localization.select_classes(vs.p_act, cfg.theta_vid)))
+        selected=bool(c in vs.classes))
 
 
 def plot_timeline(t: Timeline, *, magnitude_thresholds=(0.4, 0.6), max_detections: int = 30):
@@ -399,13 +409,15 @@ def plot_timeline(t: Timeline, *, magnitude_thresholds=(0.4, 0.6), max_detection
 def timeline_figure(run: RunView, video: str | None = None, class_name: str | None = None):
     """Paper Fig. 4 for one video and class: see :func:`video_timeline`, :func:`plot_timeline`."""
     return plot_timeline(video_timeline(run, video, class_name),
-                         magnitude_thresholds=_magnitude_thresholds(run.localize_config))
+                         magnitude_thresholds=_magnitude_thresholds(run))
 
 
-def _magnitude_thresholds(cfg: localization.LocalizeConfig) -> tuple[float, ...]:
-    """The thresholds the magnitude family applies to u; none where that family is off."""
-    on = cfg.fuse_magnitude and 'magnitude' in cfg.families
-    return tuple(cfg.magnitude_thresholds) if on else ()
+def _magnitude_thresholds(run: RunView) -> tuple[float, ...]:
+    """The thresholds of the first family on a shared sequence (UM's magnitude family)."""
+    out = run.outputs()[0]
+    vs = run.evaluator.method.scores(out, hp=run.evaluator.hp)
+    shared = [f for f in vs.families if f.sequence is not None]
+    return tuple(shared[0].thresholds) if shared else ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,7 +491,7 @@ def write_figures(run: RunView, out: str, *, video: str | None = None,
     """
     timeline = video_timeline(run, video, class_name)  # checks the video and class names
     name = f'timeline_{_safe(timeline.video)}_{_safe(timeline.class_name)}.png'
-    thresholds = _magnitude_thresholds(run.localize_config)
+    thresholds = _magnitude_thresholds(run)
     figures = {'magnitudes.png': magnitude_figure(run),
                name: plot_timeline(timeline, magnitude_thresholds=thresholds)}
     from wtal_jax.runs.rundir import METRICS_FILE, RunDir

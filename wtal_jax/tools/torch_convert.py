@@ -1,21 +1,13 @@
-"""PyTorch interop: the authors' release ``state_dict`` <-> this project's Flax parameters.
+"""PyTorch interop: a method's release ``state_dict`` <-> this project's Flax parameters.
 
 ``wtal-jax convert-torch MODEL.pkl --config CFG --workdir DIR`` turns a model saved by the
 authors' PyTorch release (``torch.save(net.state_dict(), ...)``) into a run directory that
 ``evaluate``, ``detect`` and ``train --config.train.init_from=DIR`` accept;
 ``wtal-jax export-torch --workdir DIR OUT.pkl`` writes a run's parameters back in that layout.
-
-The release layout (SPEC §2) and its Flax counterpart (``models.UMModel``):
-
-  release key                       torch shape   Flax leaf                        Flax shape
-  cas_module.conv.0.weight          (E, D, 3)     params['embed']['kernel']        (3, D, E)
-  cas_module.conv.0.bias            (E,)          params['embed']['bias']          (E,)
-  cas_module.classifier.0.weight    (C, E, 1)     params['classifier']['kernel']   (E, C)
-
-The class axis follows the config's class list (THUMOS'14: the fixed order of SPEC §1, the
-release's own).
-Both ``torch.nn.Conv1d`` and ``lax.conv`` cross-correlate (no kernel flip), so
-``kernel[k, d, e] = weight[e, d, k]``: a transpose, never a reversal of the taps.
+Each method gives its release's layout (``METHOD.torch``: keys, shapes, the two conversions;
+UM's in ``wtal_jax/method/um/torch_layout.py``); reading, checking and writing files is here, for
+every method. The class axis follows the config's class list (THUMOS'14: the fixed order of
+SPEC §1, the releases' own).
 
 PyTorch is the optional extra ``[torch]``; it is imported only inside the functions that need it,
 so importing ``wtal_jax`` or running any other command never imports it. Files are read with
@@ -35,18 +27,13 @@ import numpy as np
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import check_output_path, write_atomic
 
-CONV_WEIGHT = 'cas_module.conv.0.weight'
-CONV_BIAS = 'cas_module.conv.0.bias'
-CLASSIFIER_WEIGHT = 'cas_module.classifier.0.weight'
-RELEASE_KEYS = (CONV_WEIGHT, CONV_BIAS, CLASSIFIER_WEIGHT)  # the release's state_dict order
-KERNEL_SIZE = 3
 # A training checkpoint may wrap the state dict: {'state_dict': ..., 'epoch': ...}.
 WRAPPER_KEYS = ('state_dict', 'model')
 # nn.DataParallel saves every key with this prefix.
 DATA_PARALLEL_PREFIX = 'module.'
 
-_INSTALL_HINT = ("install the extra: pip install -e '.[torch]' (the README says how to get "
-                 "PyTorch's CPU build)")
+_INSTALL_HINT = ("install the extra: pip install -e '.[torch]' (docs/pytorch-model.md says how "
+                 "to get PyTorch's CPU build)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +146,7 @@ def unwrap_state_dict(obj, *, source: str = 'state dict') -> Mapping:
     if not isinstance(obj, Mapping):
         raise UserError(f'{source}: expected a state dict (a dict of parameter names to '
                         f'tensors), found {_describe(obj)}')
-    if not any(key in obj for key in RELEASE_KEYS):
+    if not any(_is_tensor(value) for value in obj.values()):
         for key in WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
@@ -185,29 +172,49 @@ def _to_float32(key: str, value, source: str) -> np.ndarray:
     raise UserError(f'{source}: {key} is {_describe(value)}, expected a tensor')
 
 
-def _check_keys(state_dict: Mapping, source: str) -> None:
-    missing = [k for k in RELEASE_KEYS if k not in state_dict]
-    extra = [k for k in state_dict if k not in RELEASE_KEYS]
+def _is_tensor(value) -> bool:
+    return hasattr(value, 'shape') and hasattr(value, 'dtype')
+
+
+def layout(cfg):
+    """The release layout of ``cfg``'s method (``METHOD.torch``)."""
+    from wtal_jax import method
+    found = method.load(cfg.method)
+    if found.torch is None:
+        raise UserError(f'method {cfg.method} has no PyTorch release layout (METHOD.torch)')
+    return found
+
+
+def _whose(keys) -> str:
+    """' (it holds the NAME release\'s parameters: use a NAME config)' when ``keys`` are exactly
+    another built-in method's."""
+    from wtal_jax import method
+    for name in method.BUILT_IN:
+        other = method.load(name).torch
+        if other is not None and set(keys) == set(other.keys):
+            return f' (its keys are the {name} release\'s: use a config with method={name})'
+    return ''
+
+
+def _check_keys(state_dict: Mapping, keys: tuple, name: str, source: str) -> None:
+    missing = [k for k in keys if k not in state_dict]
+    extra = [k for k in state_dict if k not in keys]
     if missing or extra:
         found = '; '.join(part for part in (
             f'missing {_listing(missing)}' if missing else '',
             f'unexpected {_listing(extra)}' if extra else '') if part)
-        raise UserError(f'{source}: not the UM release parameters: {found} (expected exactly '
-                        f'{", ".join(RELEASE_KEYS)})')
+        raise UserError(f'{source}: not the {name.upper() if name == "um" else name} release '
+                        f'parameters: {found}{_whose(state_dict)} (expected exactly '
+                        f'{", ".join(keys)})')
 
 
-def _check_shapes(arrays: dict, *, feature_dim: int, embed_dim: int, num_classes: int,
-                  source: str) -> None:
-    """One line naming the config settings that differ from the file, then the tensors."""
-    embed = ('model.embed_dim', embed_dim)
-    classes = ('the class count (data.class_names)', num_classes)
-    layout = {
-        CONV_WEIGHT: (embed, ('data.feature_dim', feature_dim), ('kernel size', KERNEL_SIZE)),
-        CONV_BIAS: (embed,),
-        CLASSIFIER_WEIGHT: (classes, embed, ('classifier kernel size', 1)),
-    }
+def _check_shapes(arrays: dict, wanted: dict, source: str) -> None:
+    """One line naming the config settings that differ from the file, then the tensors.
+
+    ``wanted``: per key, the (what sets the size, size) of each axis (``TorchLayout.shapes``).
+    """
     wrong, settings = [], {}
-    for key, axes in layout.items():
+    for key, axes in wanted.items():
         shape = tuple(arrays[key].shape)
         expected = tuple(size for _, size in axes)
         if shape == expected:
@@ -224,65 +231,61 @@ def _check_shapes(arrays: dict, *, feature_dim: int, embed_dim: int, num_classes
                         f'found {", ".join(wrong)}')
 
 
-def torch_state_dict_to_params(state_dict: Mapping, *, feature_dim: int, embed_dim: int,
-                               num_classes: int, source: str = 'state dict') -> dict:
-    """Flax params of ``UMModel`` from the release's state dict (torch tensors or NumPy arrays).
+def torch_state_dict_to_params(state_dict: Mapping, cfg, num_classes: int, *,
+                               source: str = 'state dict') -> dict:
+    """Flax params of ``cfg``'s method from its release's state dict (torch tensors or NumPy
+    arrays).
 
     Args:
-      state_dict: exactly the keys of ``RELEASE_KEYS`` with shapes (E, D, 3), (E,), (C, E, 1).
-      feature_dim, embed_dim, num_classes: D, E, C the config expects.
+      state_dict: exactly the release's keys (``METHOD.torch.keys``), shapes as the config says.
+      cfg: the config the model is for (its method, sizes); num_classes: C.
       source: names the input in error messages (the file path).
     Returns:
-      ``{'embed': {'kernel': (3, D, E), 'bias': (E,)}, 'classifier': {'kernel': (E, C)}}`` as
-      float32 jax arrays; float32 input is copied bit for bit.
+      the params as float32 jax arrays; float32 input is copied bit for bit.
     Raises:
       UserError: wrong keys, dtypes, shapes (naming the config field that differs), or
       non-finite values.
     """
     import jax.numpy as jnp
 
+    found = layout(cfg)
+    keys = found.torch.keys
     state_dict = unwrap_state_dict(state_dict, source=source)
-    _check_keys(state_dict, source)
-    arrays = {k: _to_float32(k, state_dict[k], source) for k in RELEASE_KEYS}
-    _check_shapes(arrays, feature_dim=feature_dim, embed_dim=embed_dim,
-                  num_classes=num_classes, source=source)
+    _check_keys(state_dict, keys, found.name, source)
+    arrays = {k: _to_float32(k, state_dict[k], source) for k in keys}
+    _check_shapes(arrays, found.torch.shapes(cfg, num_classes), source)
     for key, value in arrays.items():
         bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
         if bad:
             raise UserError(f'{source}: {key} has {bad} non-finite values (NaN or inf) out of '
                             f'{value.size}')
-    # torch weight (E, D, k) -> Flax kernel (k, D, E); both cross-correlate, so no flip.
-    params = {
-        'embed': {'kernel': np.transpose(arrays[CONV_WEIGHT], (2, 1, 0)),
-                  'bias': arrays[CONV_BIAS]},
-        'classifier': {'kernel': np.transpose(arrays[CLASSIFIER_WEIGHT][:, :, 0])},
-    }
-    return {module: {name: jnp.asarray(np.ascontiguousarray(v)) for name, v in leaves.items()}
-            for module, leaves in params.items()}
+    params = found.torch.to_params(arrays)
+    return _tree_map(lambda v: jnp.asarray(np.ascontiguousarray(v)), params)
 
 
-def params_to_torch_state_dict(params) -> 'collections.OrderedDict':
-    """The release's state dict (an OrderedDict of float32 CPU torch tensors) from Flax params.
+def _tree_map(fn, tree):
+    if isinstance(tree, Mapping):
+        return {k: _tree_map(fn, v) for k, v in tree.items()}
+    return fn(tree)
+
+
+def params_to_torch_state_dict(params, cfg) -> 'collections.OrderedDict':
+    """The release's state dict (an OrderedDict of float32 CPU torch tensors) from the Flax
+    params of ``cfg``'s method.
 
     The inverse of :func:`torch_state_dict_to_params`: exact for float32 parameters. It loads
-    with ``load_state_dict(strict=True)`` into the release's ``Model``.
+    with ``load_state_dict(strict=True)`` into the release's model.
     """
     torch = _import_torch()
+    found = layout(cfg)
     try:
-        kernel = np.asarray(params['embed']['kernel'], np.float32)
-        bias = np.asarray(params['embed']['bias'], np.float32)
-        classifier = np.asarray(params['classifier']['kernel'], np.float32)
+        arrays = found.torch.to_arrays(params)
     except (KeyError, TypeError) as e:
-        raise ValueError(f'not UMModel parameters (embed/kernel, embed/bias, '
-                         f'classifier/kernel): missing {e}') from None
-    if kernel.ndim != 3 or bias.ndim != 1 or classifier.ndim != 2:
-        raise ValueError(f'not UMModel parameter shapes: embed kernel {kernel.shape}, bias '
-                         f'{bias.shape}, classifier kernel {classifier.shape}')
-    arrays = (np.transpose(kernel, (2, 1, 0)), bias, np.transpose(classifier)[:, :, None])
+        raise ValueError(f'not {found.name} parameters: missing {e}') from None
     # Writable contiguous copies: torch.from_numpy shares memory and warns on read-only arrays.
     return collections.OrderedDict(
-        (key, torch.from_numpy(np.array(value, np.float32, order='C', copy=True)))
-        for key, value in zip(RELEASE_KEYS, arrays))
+        (key, torch.from_numpy(np.array(arrays[key], np.float32, order='C', copy=True)))
+        for key in found.torch.keys)
 
 
 def load_state_dict(path: str) -> Mapping:
@@ -328,9 +331,8 @@ def convert(model_path: str, cfg, workdir: str, *, force: bool = False
     if not cfg.data.class_names:  # the classes come from the annotations (or synthetic data)
         splits.prepare_dataset(cfg, progress=False)
     names = splits.class_names(cfg)
-    params = torch_state_dict_to_params(
-        load_state_dict(model_path), feature_dim=cfg.data.feature_dim,
-        embed_dim=cfg.model.embed_dim, num_classes=len(names), source=model_path)
+    params = torch_state_dict_to_params(load_state_dict(model_path), cfg, len(names),
+                                        source=model_path)
     if len(config_lib.run_seeds(cfg)) != 1:
         raise UserError('convert-torch writes one model: leave the config\'s seeds empty')
     with RunDir(workdir, write=True) as run:
@@ -342,7 +344,7 @@ def convert(model_path: str, cfg, workdir: str, *, force: bool = False
         state = built.state.replace(params=stacked, opt_state=jax.vmap(built.tx.init)(stacked))
         run.write_config(cfg)  # before the checkpoint: a crash leaves no orphan
         run.manager(cfg, num_seeds=1)
-        if not checkpoints.save_checkpoint(run, 0, checkpoints.saved_state(state), cfg, names,
+        if not checkpoints.save_checkpoint(run, 0, checkpoints.saved_state(state, built.losses), cfg, names,
                                           extra={'converted_from': os.path.abspath(model_path)}):
             raise UserError(f'{model_path}: the state dict holds NaN or Inf values')
     return os.path.join(run.checkpoint_dir, '0'), names
@@ -368,7 +370,7 @@ def export(source: str, output: str, *, which: str = 'best', seed: int | None = 
     torch = _import_torch()
     ckpt = rundir.load_checkpoint(source, which=which, seed=seed)
     names, step, workdir = ckpt.names, ckpt.step, ckpt.workdir
-    state_dict = params_to_torch_state_dict(ckpt.state.params)
+    state_dict = params_to_torch_state_dict(ckpt.state.params, ckpt.cfg)
     for key, value in state_dict.items():
         if not bool(torch.isfinite(value).all()):
             raise UserError(f'{source}: step {step} has non-finite values in {key}; export a '

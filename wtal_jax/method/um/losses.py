@@ -6,39 +6,7 @@ Release behaviour is the default; the paper's equations are available as ``varia
 import jax
 import jax.numpy as jnp
 
-_LOG_CLAMP = -100.0  # PyTorch's BCELoss clamps each log at -100.
-# Below this argument a log's derivative (1/x) is about to overflow float32; torch's gradient
-# there vanishes after the softmax anyway (it is multiplied by p ~ 0).
-_TINY = 1e-30
-
-
-def _clamped_log(x: jax.Array, *, one_minus: bool = False) -> jax.Array:
-    """max(log(x), -100) (or of log(1 - x)), with a zero gradient, not NaN, where x ~ 0.
-
-    ``jnp.maximum(jnp.log(0), -100)`` has the right value but a NaN gradient (0 * inf), which
-    a single video with an underflowed softmax (or a masked, padded one) spreads to every
-    parameter. Values are exactly the clamped logs.
-    """
-    x = jnp.asarray(x)  # the test below must see the value the logs will see
-    arg = 1.0 - x if one_minus else x
-    small = arg < _TINY
-    log = (lambda v: jnp.log1p(-v)) if one_minus else jnp.log
-    safe = jnp.where(small, 0.0 if one_minus else 1.0, x)
-    clamped = jax.lax.stop_gradient(jnp.maximum(log(x), _LOG_CLAMP))
-    return jnp.where(small, clamped, log(safe))
-
-
-def normalize_labels(labels: jax.Array) -> jax.Array:
-    """y_hat = y / sum_c y_c per video, (B, C) -> (B, C); an all-zero row stays zero."""
-    total = jnp.sum(labels, axis=-1, keepdims=True)
-    return labels / jnp.where(total > 0, total, 1.0)
-
-
-def binary_cross_entropy(probs: jax.Array, targets: jax.Array) -> jax.Array:
-    """Element-wise -(y log p + (1-y) log(1-p)) with each log clamped at -100, as torch's BCELoss."""
-    log_p = _clamped_log(probs)
-    log_q = _clamped_log(probs, one_minus=True)
-    return -(targets * log_p + (1.0 - targets) * log_q)
+from wtal_jax.method.common import binary_cross_entropy, clamped_log, normalize_labels
 
 
 def classification_loss(*, p_act: jax.Array, labels: jax.Array,
@@ -53,7 +21,7 @@ def classification_loss(*, p_act: jax.Array, labels: jax.Array,
     if variant == 'release':
         return jnp.mean(binary_cross_entropy(p_act, targets), axis=-1)
     if variant == 'paper':
-        return -jnp.sum(targets * _clamped_log(p_act), axis=-1)
+        return -jnp.sum(targets * clamped_log(p_act), axis=-1)
     raise ValueError(f'unknown classification loss variant {variant!r}')
 
 
@@ -80,7 +48,7 @@ def background_entropy_loss(*, p_bkg: jax.Array, bkg_softmax: jax.Array,
         return jnp.mean(binary_cross_entropy(p_bkg, jnp.full_like(p_bkg, 1.0 / num_classes)),
                         axis=-1)
     if variant == 'paper':
-        return -jnp.mean(_clamped_log(bkg_softmax), axis=-1)
+        return -jnp.mean(clamped_log(bkg_softmax), axis=-1)
     raise ValueError(f'unknown background entropy loss variant {variant!r}')
 
 
@@ -88,3 +56,29 @@ def total_loss(*, cls: jax.Array, um: jax.Array, be: jax.Array,
                alpha: float, beta: float) -> jax.Array:
     """Eq. 5 per video: L = L_cls + alpha * L_um + beta * L_be."""
     return cls + alpha * um + beta * be
+
+
+def cls_scale(mode: str, num_classes: int) -> float:
+    """The factor on L_cls: 1 (the release), or C for ``'classes'``.
+
+    The release's L_cls averages a BCE over the C classes, so its weight against L_um and L_be
+    (tuned on THUMOS'14, C = 20) shrinks by 5x or 10x on ActivityNet (C = 100 or 200);
+    ``'classes'`` undoes that average (a sum over classes).
+    """
+    return float(num_classes) if mode == 'classes' else 1.0
+
+
+def per_video_losses(sel, labels: jax.Array, *, hp) -> dict[str, jax.Array]:
+    """``METHOD.losses``: the three losses and their weighted total (Eq. 5), each (B,).
+
+    ``sel``: the :class:`~wtal_jax.method.um.selection.Selection` of a training pass (with
+    the pseudo segments' mean embeddings); ``labels`` (B, C) multi-hot.
+    """
+    l = hp.loss
+    cls = cls_scale(l.cls_scale, labels.shape[-1]) * classification_loss(
+        p_act=sel.p_act, labels=labels, variant=l.cls_variant)
+    um = uncertainty_loss(feat_act=sel.feat_act, feat_bkg=sel.feat_bkg, margin=l.margin)
+    be = background_entropy_loss(p_bkg=sel.p_bkg, bkg_softmax=sel.bkg_softmax,
+                                 variant=l.be_variant)
+    total = total_loss(cls=cls, um=um, be=be, alpha=l.alpha, beta=l.beta)
+    return {'loss': total, 'loss_cls': cls, 'loss_um': um, 'loss_be': be}

@@ -4,25 +4,13 @@ Only modules live here; everything computed from their outputs (magnitudes, top-
 video scores) is a pure function in ``selection.py``.
 """
 
-import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def torch_uniform_init(fan_in: int):
-    """PyTorch's default Conv1d initialiser: uniform in ±1/sqrt(fan_in) (SPEC §2, [release]).
-
-    ``kaiming_uniform_(a=sqrt(5))`` gives the same bound for weights; biases use it directly.
-    """
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+from wtal_jax.method.common import DTYPES, torch_uniform_init
 
 
 class UMModel(nn.Module):
@@ -30,8 +18,8 @@ class UMModel(nn.Module):
 
     Attributes:
       num_classes: C.
-      embed_dim: E, 2048 in the release (the paper says E = D).
-      dropout_rate: dropout before the classifier, training only (0.7).
+      embed_dim: E (``model.embed_dim``).
+      dropout_rate: dropout before the classifier, training only (``model.dropout_rate``).
       dtype: the dtype the convolution and classifier compute in (bfloat16 for speed; None:
         that of the inputs and parameters). Parameters stay float32, and outputs of a lower
         precision are returned as float32, so the magnitudes, top-k selection and losses are
@@ -39,8 +27,8 @@ class UMModel(nn.Module):
     """
 
     num_classes: int
-    embed_dim: int = 2048
-    dropout_rate: float = 0.7
+    embed_dim: int
+    dropout_rate: float
     dtype: Any = None
 
     @nn.compact
@@ -62,3 +50,9 @@ class UMModel(nn.Module):
             param_dtype=jnp.float32, kernel_init=torch_uniform_init(self.embed_dim))(hidden)
         out = jnp.promote_types(cas.dtype, jnp.float32)
         return cas.astype(out), features.astype(out)
+
+
+def model(cfg, num_classes: int) -> UMModel:
+    """``METHOD.model``: the UM network of a config, for ``num_classes`` classes."""
+    return UMModel(num_classes=num_classes, embed_dim=cfg.model.embed_dim,
+                   dropout_rate=cfg.model.dropout_rate, dtype=DTYPES[cfg.model.dtype])

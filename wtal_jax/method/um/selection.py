@@ -10,15 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-
-def num_selected(num_segments, ratio: int):
-    """k = floor(T / r), at least 1 so that a video shorter than r segments has no empty mean.
-
-    Works on a Python int (a static k) and on an integer array of lengths (per-video k).
-    """
-    if isinstance(num_segments, int):
-        return max(num_segments // ratio, 1)
-    return jnp.maximum(num_segments // ratio, 1)
+from wtal_jax.method.common import num_selected, topk_weights, weighted_gather
 
 
 def feature_magnitudes(features: jax.Array) -> jax.Array:
@@ -45,30 +37,6 @@ def selection_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.A
         return jnp.ones(shape, jnp.float32)
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
     return keep.astype(jnp.float32) / (1.0 - rate)
-
-
-def topk_weights(values: jax.Array, k_max: int, k: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Indices of the ``k_max`` largest entries along the last axis, and mean weights.
-
-    Args:
-      values: (..., T); entries that must never be chosen are -inf.
-      k_max: static number of candidates (the largest k of any video in the batch).
-      k: (...,) the number actually averaged per row, k <= k_max.
-    Returns:
-      indices (..., k_max) int32 in descending value order (ties: lower index first), and
-      weights (..., k_max) equal to 1/k on the first k ranks and 0 after, so that
-      ``sum(weights * x[indices])`` is the mean over the top k.
-    """
-    _, indices = jax.lax.top_k(values, k_max)
-    ranks = jnp.arange(k_max)
-    weights = (ranks < k[..., None]).astype(values.dtype) / k[..., None].astype(values.dtype)
-    return indices, weights
-
-
-def weighted_gather(x: jax.Array, indices: jax.Array, weights: jax.Array) -> jax.Array:
-    """Weighted sum over selected time steps: x (B, T, X), indices/weights (B, K) -> (B, X)."""
-    picked = jnp.take_along_axis(x, indices[..., None], axis=1)
-    return jnp.einsum('bk,bkx->bx', weights, picked)
 
 
 class Selection(NamedTuple):
