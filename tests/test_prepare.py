@@ -794,3 +794,34 @@ def test_bad_input_is_one_line(release, tmp_path, case, words):
     assert_one_line_error(prepare_cli(ann, features, out, *extra), *words)
     assert snapshot(os.path.dirname(features)) == before
     assert (snapshot(out) if os.path.isdir(out) else None) == out_before
+
+
+# ----------------------------------------------------------------------------------------------
+# Annotations outside their video
+
+
+def test_negative_starts_are_said_apart_from_ends_after_the_video(tmp_path):
+    ann = tiny_release(str(tmp_path), {'aaa': 10.0, 'bbb': 12.0, 'ccc': 8.0})
+    with open(ann) as f:
+        raw = json.load(f)
+    raw['database']['aaa']['annotations'] = [   # one before 0 s, one after the 10 s end
+        {'segment': [-1.5, 4.0], 'label': 'Knitting'}, {'segment': [5.0, 11.0], 'label': 'Knitting'}]
+    raw['database']['bbb']['annotations'] = [{'segment': [-0.5, 13.0], 'label': 'Knitting'}]  # both
+    with open(ann, 'w') as f:
+        json.dump(raw, f)
+    for video in ('aaa', 'bbb', 'ccc'):
+        write(str(tmp_path / 'features' / f'v_{video}.npy'), np.ones((6, 4), np.float32))
+    proc = prepare_cli(ann, str(tmp_path / 'features'), str(tmp_path / 'out'),
+                       '--subsets', 'training')
+    assert_ok(proc)
+    database = raw['database']
+    ends_after = sum(a['segment'][1] > e['duration'] for e in database.values()
+                     for a in e['annotations'])
+    starts_before = sum(a['segment'][0] < 0 for e in database.values() for a in e['annotations'])
+    assert (ends_after, starts_before) == (2, 2)
+    assert table_row(proc.stdout, 'training') == (3, 3, 0, 0, ends_after)
+    assert (f'start before 0 s: {starts_before} of training annotations (negative times, a '
+            'mistake in the annotation file); training clips them at 0') in proc.stdout
+    # The written annotations are the file's, negative times included (evaluation uses them).
+    with open(tmp_path / 'out' / 'gt.json') as f:
+        assert json.load(f)['database']['aaa']['annotations'][0]['segment'] == [-1.5, 4.0]

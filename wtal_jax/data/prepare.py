@@ -43,9 +43,9 @@ from typing import NamedTuple
 import numpy as np
 
 from wtal_jax.data.annotations import VideoAnnotation, load_annotations
-from wtal_jax.data.dataset import (SEGMENT_SECONDS, check_feature_array, check_feature_header,
-                                   check_video_id, clip_ground_truth, load_feature_array,
-                                   read_npy_header)
+from wtal_jax.data.dataset import (SEGMENT_SECONDS, Clipped, check_feature_array,
+                                   check_feature_header, check_video_id, clip_ground_truth,
+                                   load_feature_array, read_npy_header)
 from wtal_jax.errors import UserError
 
 DATASETS = ('thumos14', 'activitynet')
@@ -71,8 +71,10 @@ class SubsetCount(NamedTuple):
       with_features: videos with features and annotations, listed in OUT/split_SUBSET.txt.
       missing: videos without (complete) features, listed in OUT/missing_features.txt.
       unlabelled: videos with features but no annotation, left out of the split file.
-      clipped: annotations of the split's videos that end after their video (or start before
-        it); training clips them, evaluation uses them as written.
+      clipped: annotations of the split's videos that end after their video; training clips
+        them, evaluation uses them as written.
+      before_start: annotations of the split's videos that start before 0 s (a negative time,
+        a mistake in the file); training clips them at 0, evaluation uses them as written.
     """
     subset: str
     videos: int
@@ -80,6 +82,7 @@ class SubsetCount(NamedTuple):
     missing: int
     unlabelled: int
     clipped: int
+    before_start: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,7 +491,7 @@ def _plan(dataset: str, chosen: Mapping[str, VideoAnnotation], annotation_name: 
     return planned, missing, used
 
 
-def _count_clipped(dataset: str, v: _Video, a: VideoAnnotation) -> int:
+def _count_clipped(dataset: str, v: _Video, a: VideoAnnotation) -> Clipped:
     """Annotations of ``v`` outside [0, video end]: the end by duration (ActivityNet) or length."""
     if dataset == 'activitynet':
         if a.duration is None:
@@ -547,11 +550,12 @@ def prepare(dataset: str, *, annotations: Sequence[str], features: str, out: str
             raise UserError(f'{features}: no features for any annotated video of subset '
                             f'{subset!r} (looked for {example}.npy or v_{example}.npy, per stream '
                             'with _rgb/_flow or in rgb/flow folders)')
+        clipped = [_count_clipped(dataset, v, chosen[v.name]) for v in labelled]
         counts.append(SubsetCount(
             subset=subset, videos=sum(a.subset == subset for a in chosen.values()),
             with_features=len(labelled), missing=sum(m[1] == subset for m in missing),
-            unlabelled=len(mine) - len(labelled),
-            clipped=sum(_count_clipped(dataset, v, chosen[v.name]) for v in labelled)))
+            unlabelled=len(mine) - len(labelled), clipped=sum(c.after_end for c in clipped),
+            before_start=sum(c.before_start for c in clipped)))
     first = planned[0]
     for v in planned:
         if v.sizes != first.sizes:
@@ -621,4 +625,9 @@ def format_summary(s: Summary) -> str:
         lines.append(f'left out as in the release: {", ".join(s.excluded)}')
     lines.append('clipped: annotations ending after their video; training clips them, evaluation '
                  'uses them as written')
+    before = ', '.join(f'{c.before_start} of {c.subset}' for c in s.subsets if c.before_start)
+    if before:
+        lines.append(f'start before 0 s: {before} annotations (negative times, a mistake in the '
+                     'annotation file); training clips them at 0, evaluation uses them as '
+                     'written')
     return '\n'.join(lines)
