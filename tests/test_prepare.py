@@ -325,6 +325,27 @@ def test_detect_warns_when_durations_are_unused(anet_trained, tmp_path, capsys):
                        'places detections on the segment grid (localize.use_duration is False)')
 
 
+@pytest.mark.parametrize('case', ['FIFO', 'repeated video'])
+def test_detect_refuses_an_unreadable_durations_file_in_one_line(anet_trained, tmp_path, case):
+    """Durations files go through the bounded reader: a FIFO hung detect, a repeated video
+    took its last duration silently."""
+    source, _, workdir, _, _ = anet_trained
+    spec = os.path.join(source['features'], sorted(os.listdir(source['features']))[0])
+    durations = tmp_path / 'durations.json'
+    if case == 'FIFO':
+        os.mkfifo(durations)
+        words = [f'{durations}: cannot read: is a named pipe (FIFO)']
+    else:
+        durations.write_text('{"abc": 12.5, "def": 3.25, "abc": 14.0}')
+        words = [f"{durations}: key 'abc' is given twice in one object"]
+    output = tmp_path / 'detections.json'
+    output.write_text('{"results": {}}')
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(output), '--force',
+                   '--durations', str(durations), spec)
+    assert_one_line_error(proc, *words, command='detect')
+    assert output.read_text() == '{"results": {}}'
+
+
 def test_read_durations_forms(tmp_path):
     from wtal_jax.runs.experiment import read_durations
     forms = {'plain.json': {'abc': 12.5, 'def': '3.25'},
