@@ -237,13 +237,13 @@ def test_the_limit_is_on_the_bytes_read_not_on_what_the_size_says(tmp_path):
     path = tmp_path / 'ten.txt'
     path.write_bytes(b'0123456789')
     assert io_utils.read_bytes(str(path), limit_bytes=10, what='x') == b'0123456789'
-    with pytest.raises(UserError, match=r'ten.txt: cannot read: 10 bytes \(10 bytes\), more '
-                                        r'than the 9 bytes \(9 bytes\) allowed for a list'):
+    with pytest.raises(UserError, match=r'ten.txt: cannot read: 10 bytes, more than the 9 bytes '
+                                        'allowed for a list'):
         io_utils.read_bytes(str(path), limit_bytes=9, what='a list')
     # /proc files say 0 bytes and hold more: the read itself is bounded.
     assert os.stat('/proc/self/status').st_size == 0
-    with pytest.raises(UserError, match=r'/proc/self/status: cannot read: 11 bytes .* more '
-                                        r'than the 10 bytes'):
+    with pytest.raises(UserError, match=r'/proc/self/status: cannot read: at least 11 bytes, '
+                                        'more than the 10 bytes allowed'):
         io_utils.read_bytes('/proc/self/status', limit_bytes=10, what='x')
 
 

@@ -68,6 +68,12 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def _exact(num_bytes: int) -> str:
+    """'1.0 GiB (1073741825 bytes)': a size near a limit, which the rounded form would hide."""
+    text = size_text(num_bytes)
+    return text if num_bytes < 1024 else f'{text} ({num_bytes} bytes)'
+
+
 def _kind_problem(mode: int) -> str | None:
     """What a file of ``st_mode`` is when it is not a regular file, for a message."""
     for is_kind, problem in _KINDS:
@@ -122,8 +128,9 @@ def read_bytes(path: str, *, limit_bytes: int, what: str) -> bytes:
     if problem:
         raise UserError(f'{path}: cannot read: {problem}, expected {what}')
     if size > limit_bytes:
-        raise UserError(f'{path}: cannot read: {size_text(size)} ({size} bytes), more than the '
-                        f'{size_text(limit_bytes)} ({limit_bytes} bytes) allowed for {what}')
+        found = f'at least {_exact(len(data))}' if data else _exact(size)
+        raise UserError(f'{path}: cannot read: {found}, more than the {_exact(limit_bytes)} '
+                        f'allowed for {what}')
     return data
 
 
