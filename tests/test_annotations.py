@@ -55,8 +55,12 @@ def test_training_and_evaluation_read_the_same_real_file(thumos14_dir):
      ['"annotations" is a dict, expected a list']),
     ('{"database": {"v": []}}', ['video v: entry is a list']),
     (b'\xff\xfe'.decode('latin-1'), ['not valid JSON']),
+    ('{"database": {"v": {"subset": "test", "annotations": [{"label": "A", "segment": [0, 1]}]}, '
+     '"v": {"subset": "test", "annotations": []}}}', ["key 'v' is given twice in one object"]),
+    ('{"database": {"v": {"subset": "test", "annotations": [{"label": "A", "segment": [0, '
+     + '1' * 4301 + ']}]}}}', ['an integer of 4301 digits', 'at most 4300 digits']),
 ], ids=['deep', 'huge-int', 'inf', 'bool', 'deep-segment', 'label', 'annotations', 'entry',
-        'bytes'])
+        'bytes', 'repeated-video', 'longer-than-python-reads'])
 def test_bad_files_give_one_line(tmp_path, text, fragments):
     path = write(tmp_path / 'gt.json', text)
     for read in (annotations.load_annotations,

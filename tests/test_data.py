@@ -1,14 +1,19 @@
 """Annotations, class lists and feature loading; every bad input is a one-line UserError."""
 
+import hashlib
 import json
+import math
 import os
+import re
+import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
-from wtal_jax import config
+from wtal_jax import config, io_utils
 from wtal_jax.data import annotations as annotations_lib, dataset
 from wtal_jax.errors import UserError
 
@@ -530,3 +535,216 @@ def test_load_feature_files(tmp_path):
     assert_one_line_error(lambda: dataset.load_feature_files([rgb, flow]), 'has 5', 'has 6')
     assert_one_line_error(lambda: dataset.load_feature_files([str(tmp_path / 'x.npy')]),
                           'x.npy', 'not found')
+
+
+# ----------------------------------------------------------------------------------------------
+# Files that are not what they seem: read bounded, said for what they are
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_video_id(tmp_path):
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')], 'v1': [(2, 3, 'Swim')]})
+    (tmp_path / 'split_train.txt').write_bytes(b'\xef\xbb\xbfv0\r\nv1\r\n')   # Notepad's form
+    assert dataset.read_split_file(str(tmp_path / 'split_train.txt')) == ('v0', 'v1')
+    assert dataset.load_split(str(tmp_path), **kwargs).names == ('v0', 'v1')
+
+
+@pytest.mark.parametrize('kind', ['folder', 'symbolic link loop', 'named pipe (FIFO)'])
+def test_a_feature_path_holding_something_else_is_said_for_what_it_is(tmp_path, kind):
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')], 'v1': [(2, 3, 'Swim')]})
+    path = feature_path(tmp_path, 'v1', 'flow')
+    os.unlink(path)
+    if kind == 'folder':
+        os.mkdir(path)
+    elif kind == 'named pipe (FIFO)':
+        os.mkfifo(path)
+    else:
+        os.symlink(path + '.other', path)
+        os.symlink(path, path + '.other')
+    for skip in ('error', 'skip'):   # not a missing file: no policy leaves it out
+        message = assert_one_line_error(
+            lambda: dataset.load_split(str(tmp_path), **kwargs, missing=skip),
+            f'{path}: is a {kind}, expected a .npy feature file')
+        assert 'no feature files' not in message
+    assert_one_line_error(lambda: dataset.load_feature_files([path]), path, f'is a {kind}')
+
+
+def test_a_dangling_link_is_a_missing_feature_file(tmp_path):
+    """A link into a release that moved is missing, as before, and data.missing=skip skips it."""
+    kwargs = make_dataset(tmp_path, {'v0': [(0, 1, 'Run')], 'v1': [(2, 3, 'Swim')]})
+    path = feature_path(tmp_path, 'v1', 'flow')
+    os.unlink(path)
+    os.symlink(str(tmp_path / 'moved.npy'), path)
+    assert_one_line_error(lambda: dataset.load_split(str(tmp_path), **kwargs),
+                          '1 of 2 videos have no feature files', '(v1)')
+    assert dataset.load_split(str(tmp_path), **kwargs, missing='skip').missing == ('v1',)
+
+
+def test_float64_beyond_float32_is_one_line_without_a_warning(tmp_path):
+    path = str(tmp_path / 'big.npy')
+    values = np.ones((10, 3))
+    values[4, 2] = -1e300
+    values[6, 0] = 1e39   # beyond float32's 3.4e38 too, but later
+    np.save(path, values)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')   # NumPy's 'overflow encountered in cast' was printed
+        assert_one_line_error(lambda: dataset.load_feature_array(path),
+                              f'{path}: value -1e+300 at segment 4 of 10 is beyond float32 (at '
+                              'most 3.40282e+38 in magnitude)')
+    values[4, 2] = np.finfo(np.float32).max   # the largest float32 itself fits
+    values[6, 0] = -np.finfo(np.float32).max
+    np.save(path, values)
+    np.testing.assert_array_equal(dataset.load_feature_array(path), values.astype(np.float32))
+
+
+def _sparse_npy(path, shape, dtype='<f4'):
+    """A .npy whose header declares ``shape`` and whose size matches it, holes (zeros) only:
+    it passes the file-size check and takes no disk space."""
+    with open(path, 'wb') as f:
+        np.lib.format.write_array_header_1_0(f, {'descr': dtype, 'fortran_order': False,
+                                                 'shape': shape})
+        f.truncate(f.tell() + math.prod(shape) * np.dtype(dtype).itemsize)
+
+
+def test_an_array_larger_than_the_memory_is_refused_before_loading(tmp_path, monkeypatch):
+    available = io_utils.available_memory_bytes()
+    with open('/proc/meminfo') as f:   # read here on its own, not through the function
+        mem_available = next(int(line.split()[1]) * 1024 for line in f
+                             if line.startswith('MemAvailable:'))
+    assert abs(available - mem_available) < 2 ** 30   # the same figure, a moment later
+    rows = available // 2 ** 20 + 1                    # (rows, 2 ** 18) float32 > available
+    path = str(tmp_path / 'huge.npy')
+    _sparse_npy(path, (rows, 2 ** 18))
+    assert dataset.read_npy_header(path).declared_bytes == rows * 2 ** 20   # the size matches
+    monkeypatch.setattr(np, 'load', lambda *a, **k: pytest.fail('np.load was called'))
+    message = assert_one_line_error(lambda: dataset.load_feature_array(path), path,
+                                    f'the header declares ({rows}, 262144) float32; loading it '
+                                    'needs about', 'of memory available')
+    need, have = re.search(r'needs about (.*), more than the (.*) of memory', message).groups()
+    assert need.endswith('GiB') and float(need.split()[0]) > float(have.split()[0]) * 0.99
+
+
+def test_the_memory_estimate_counts_the_float32_copy(tmp_path, monkeypatch):
+    """float64 (n, D): the array, its float32 copy, a byte per value for the finite mask."""
+    path = str(tmp_path / 'a.npy')
+    np.save(path, np.ones((100, 10)))
+    need = 100 * 10 * (8 + 4 + 1)
+    monkeypatch.setattr(dataset, 'available_memory_bytes', lambda: need)
+    assert dataset.load_feature_array(path).shape == (100, 10)
+    monkeypatch.setattr(dataset, 'available_memory_bytes', lambda: need - 1)
+    assert_one_line_error(lambda: dataset.load_feature_array(path),
+                          'needs about 12.7 KiB, more than the 12.7 KiB')
+
+
+def test_negative_starts_are_counted_apart_from_ends_after_the_video(tmp_path):
+    videos = {'v0': [(-2.0, 1.0, 'Run'), (1.0, 2.0, 'Jump')], 'v1': [(-1.0, 9.0, 'Swim')],
+              'v2': [(3.0, 5.0, 'Run')]}
+    kwargs = make_dataset(tmp_path, videos, lengths={'v0': 10, 'v1': 10, 'v2': 10})
+    split = dataset.load_split(str(tmp_path), **kwargs)   # each video ends at 6.4 s
+    assert split.num_before_start == 2   # v0's first, v1's
+    assert split.num_clipped == 1        # v1's ends at 9.0 > 6.4
+    np.testing.assert_array_equal(split.gt[0].segments, [[0.0, 1.0], [1.0, 2.0]])
+    np.testing.assert_array_equal(split.gt[1].segments, [[0.0, 6.4]])
+
+
+# ``train`` on a broken copy of a small synthetic data set, through the command line; all
+# cases at once (each is slow to start and quick to fail).
+TRAIN_ARGS = ['--config.synthetic.enabled=false', '--config.data.feature_dim=16',
+              '--config.data.num_segments=32', '--config.model.embed_dim=32',
+              '--config.train.batch_size=8', '--config.train.num_steps=1', '--quiet']
+
+
+def _train_split(root):
+    with open(os.path.join(root, 'split_train.txt')) as f:
+        return f.read().split()
+
+
+def _bom_and_a_later_missing_file(root):
+    """The BOM must not hide the first id; the second video's missing rgb is then what is said."""
+    names = _train_split(root)
+    with open(os.path.join(root, 'split_train.txt'), 'w', encoding='utf-8-sig') as f:
+        f.write('\n'.join(names) + '\n')
+    os.unlink(os.path.join(root, 'features', 'train', 'rgb', names[1] + '.npy'))
+    return [f'1 of {len(names)} videos have no feature files', f'({names[1]})']
+
+
+def _feature_is(kind):
+    def make(root):
+        path = os.path.join(root, 'features', 'train', 'flow', _train_split(root)[0] + '.npy')
+        os.unlink(path)
+        if kind == 'folder':
+            os.mkdir(path)
+        else:
+            os.symlink(path, path)
+        return [f'{path}: is a {kind}, expected a .npy feature file']
+    return make
+
+
+def _split_file_is_a_fifo(root):
+    path = os.path.join(root, 'split_train.txt')
+    os.unlink(path)
+    os.mkfifo(path)
+    return [f'{path}: cannot read: is a named pipe (FIFO), expected a split file']
+
+
+def _fingerprints(root):
+    """Content hash and modification time of every regular file below ``root``."""
+    found = {}
+    for here, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(here, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, 'rb') as f:
+                    found[path] = (hashlib.sha256(f.read()).hexdigest(),
+                                   os.stat(path).st_mtime_ns)
+    return found
+
+
+BAD_TRAIN_DATA = {'byte-order mark': _bom_and_a_later_missing_file,
+                  'feature path is a folder': _feature_is('folder'),
+                  'feature path is a symbolic link loop': _feature_is('symbolic link loop'),
+                  'split file is a FIFO': _split_file_is_a_fifo}
+
+
+@pytest.fixture(scope='module')
+def bad_train_data(tmp_path_factory):
+    from wtal_jax.data import synthetic
+    base = tmp_path_factory.mktemp('bad_data')
+    clean = str(base / 'clean')
+    synthetic.generate(clean, num_classes=3, num_train=20, num_test=8, feature_dim=8,
+                       min_segments=20, max_segments=60, seed=0)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=repo)
+    runs = {}
+    for case, breaker in BAD_TRAIN_DATA.items():
+        root = str(base / case.replace(' ', '_') / 'data')
+        shutil.copytree(clean, root)
+        words = breaker(root)
+        before = _fingerprints(root)
+        argv = [sys.executable, '-m', 'wtal_jax', 'train', '--config',
+                os.path.join(repo, 'configs', 'synthetic.py'), '--workdir',
+                str(base / case.replace(' ', '_') / 'run'), f'--config.data.root={root}',
+                *TRAIN_ARGS]
+        runs[case] = (subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, env=env), words, root, before)
+    results = {}
+    for case, (proc, words, root, before) in runs.items():
+        try:   # the old reader waited for ever for a writer to the FIFO
+            out, err = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err += '\n(timed out)'
+        results[case] = (proc.returncode, out, err, words, root, before)
+    return results
+
+
+@pytest.mark.parametrize('case', sorted(BAD_TRAIN_DATA))
+def test_train_says_what_a_data_file_is_in_one_line(bad_train_data, case):
+    status, out, err, words, root, before = bad_train_data[case]
+    assert status == 2, f'rc {status}\n{out}\n{err}'
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in err + out, err
+    assert lines[0].startswith('wtal-jax train: error: '), lines[0]
+    assert all(word in lines[0] for word in words), (words, lines[0])
+    assert '\ufeff' not in err
+    assert _fingerprints(root) == before   # the data set untouched

@@ -215,3 +215,184 @@ def test_map_json_naming_a_folder_is_one_line_before_any_work(tmp_path):
     proc = _map_json(gt_path, pred_path, str(tmp_path))
     assert_one_line(proc, 2, str(tmp_path), 'is a folder')
     assert 'mAP@tIoU' not in proc.stdout  # refused before evaluating
+
+
+# ---------------------------------------------------------------------------------------------
+# The bounded reader: what is not a regular file, or too large, is refused before it is read
+
+
+def test_read_text_drops_a_byte_order_mark_and_keeps_the_rest(tmp_path):
+    path = tmp_path / 'split.txt'
+    path.write_bytes('\ufeffv0\nvidéo\n'.encode('utf-8'))
+    assert io_utils.read_text(str(path), what='a split file') == 'v0\nvidéo\n'
+    path.write_bytes(b'\xef\xbb\xbf{"a": [1, 2.5]}')
+    assert io_utils.read_json(str(path)) == {'a': [1, 2.5]}
+    path.write_bytes(b'v0\n\xff\n')
+    with pytest.raises(UserError, match=r'not UTF-8 text \(invalid start byte at byte 3\), '
+                                        'expected a split file'):
+        io_utils.read_text(str(path), what='a split file')
+
+
+def test_the_limit_is_on_the_bytes_read_not_on_what_the_size_says(tmp_path):
+    path = tmp_path / 'ten.txt'
+    path.write_bytes(b'0123456789')
+    assert io_utils.read_bytes(str(path), limit_bytes=10, what='x') == b'0123456789'
+    with pytest.raises(UserError, match=r'ten.txt: cannot read: 10 bytes, more than the 9 bytes '
+                                        'allowed for a list'):
+        io_utils.read_bytes(str(path), limit_bytes=9, what='a list')
+    # /proc files say 0 bytes and hold more: the read itself is bounded.
+    assert os.stat('/proc/self/status').st_size == 0
+    with pytest.raises(UserError, match=r'/proc/self/status: cannot read: at least 11 bytes, '
+                                        'more than the 10 bytes allowed'):
+        io_utils.read_bytes('/proc/self/status', limit_bytes=10, what='x')
+
+
+def test_what_is_not_a_regular_file_is_named(tmp_path):
+    os.mkfifo(tmp_path / 'fifo')
+    os.symlink('loop_b', tmp_path / 'loop_a')
+    os.symlink('loop_a', tmp_path / 'loop_b')
+    os.symlink('nowhere', tmp_path / 'dangling')
+    expected = {str(tmp_path / 'fifo'): 'is a named pipe (FIFO)', '/dev/zero':
+                'is a character device', str(tmp_path): 'is a folder',
+                str(tmp_path / 'loop_a'): 'is a symbolic link loop',
+                str(tmp_path / 'dangling'): 'file not found',
+                str(tmp_path / 'absent' / 'x'): 'file not found'}
+    for path, problem in expected.items():
+        assert io_utils.file_problem(path) == problem
+        with pytest.raises(UserError) as info:
+            io_utils.read_json(path)
+        assert str(info.value) == f'{path}: cannot read: {problem}, expected a JSON file'
+    (tmp_path / 'f.json').write_text('{}')
+    os.symlink('f.json', tmp_path / 'link.json')
+    assert io_utils.file_problem(str(tmp_path / 'link.json')) is None
+    assert io_utils.read_json(str(tmp_path / 'link.json')) == {}
+
+
+@pytest.mark.parametrize('text, words', [
+    ('{"database": {"v1": {}, "v2": {}, "v1": {"subset": "test"}}}', ["key 'v1' is given twice"]),
+    ('{"results": {"v1": [{"label": "A", "label": "B"}]}}', ["key 'label' is given twice"]),
+    ('{"a": ' + '7' * 4301 + '}', ['an integer of 4301 digits', 'at most 4300 digits']),
+    ('{"a": -' + '7' * 5000 + '}', ['an integer of 5000 digits']),
+], ids=['repeated video', 'repeated field', 'long integer', 'long negative integer'])
+def test_read_json_refuses_what_json_load_takes_silently_or_with_a_traceback(tmp_path, text,
+                                                                             words):
+    path = tmp_path / 'f.json'
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        io_utils.read_json(str(path))
+    message = str(info.value)
+    assert message.startswith(f'{path}: ') and '\n' not in message
+    assert all(word in message for word in words), message
+
+
+def test_read_json_keeps_equal_keys_of_different_objects_and_long_floats(tmp_path):
+    path = tmp_path / 'f.json'
+    path.write_text('{"v1": {"a": 1}, "v2": {"a": ' + '7' * 4300 + '}, "x": 1.' + '5' * 5000 +
+                    '}')
+    assert io_utils.read_json(str(path)) == {'v1': {'a': 1}, 'v2': {'a': int('7' * 4300)},
+                                            'x': 1.5555555555555556}
+
+
+# A cap on the address space turns an unbounded read (the old readers took /dev/zero at its
+# word) into a MemoryError instead of a machine out of memory; the timeout ends a wait for a
+# FIFO's writer.
+_CAPPED = ('import resource, runpy; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); '
+           'runpy.run_module("wtal_jax", run_name="__main__")')
+
+
+def _map_capped(gt_path, pred_path, out):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS='1', PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, '-c', _CAPPED, 'map', '--ground-truth', gt_path,
+                           '--predictions', pred_path, '--json', out], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def _break_for_map(case, gt_path, pred_path, folder):
+    """Replaces the ground truth or the predictions as ``case`` says; returns both paths."""
+    if case.startswith('fifo'):
+        path = str(folder / 'fifo.json')
+        os.mkfifo(path)
+        return (path, pred_path) if case == 'fifo ground truth' else (gt_path, path)
+    if case == 'character device':
+        return '/dev/zero', pred_path
+    if case == 'symbolic link loop':
+        os.symlink('loop_b.json', folder / 'loop_a.json')
+        os.symlink('loop_a.json', folder / 'loop_b.json')
+        return str(folder / 'loop_a.json'), pred_path
+    if case == 'larger than the limit':   # 1 GiB and a byte, sparse: takes no disk space
+        with open(gt_path, 'r+b') as f:
+            f.truncate((1 << 30) + 1)
+        return gt_path, pred_path
+    path = gt_path if case.endswith('ground truth') else pred_path
+    with open(path) as f:
+        text = f.read()
+    if case.startswith('repeated video'):   # v1 twice: json.load keeps the second silently
+        key = '"v1": '
+        entry = text[text.index(key):text.index(', "v2"')]
+        text = text.replace(entry, f'{entry}, {entry}')
+    else:   # a 5000-digit integer, as a segment bound or a score
+        text = text.replace('1.0', '1' * 5000, 1) if 'ground' in case else \
+            text.replace('0.9', '9' * 5000, 1)
+    with open(path, 'w') as f:
+        f.write(text)
+    return gt_path, pred_path
+
+
+MAP_INPUTS = {
+    'fifo ground truth': ['fifo.json', 'cannot read: is a named pipe (FIFO), expected a JSON'],
+    'fifo predictions': ['fifo.json', 'cannot read: is a named pipe (FIFO)'],
+    'character device': ['/dev/zero', 'cannot read: is a character device'],
+    'symbolic link loop': ['loop_a.json', 'cannot read: is a symbolic link loop'],
+    'larger than the limit': ['gt.json', 'cannot read: 1.0 GiB (1073741825 bytes), more than the '
+                              '1.0 GiB (1073741824 bytes) allowed for a JSON file'],
+    'repeated video ground truth': ['gt.json', "key 'v1' is given twice in one object"],
+    'repeated video predictions': ['pred.json', "key 'v1' is given twice in one object"],
+    'long integer ground truth': ['gt.json', 'an integer of 5000 digits'],
+    'long integer predictions': ['pred.json', 'an integer of 5000 digits'],
+}
+
+
+@pytest.mark.parametrize('case', sorted(MAP_INPUTS))
+def test_map_refuses_unreadable_json_inputs_in_one_line(tmp_path, case):
+    """Before the bounded reader: a FIFO hung `map` for ever, /dev/zero filled the memory
+    (MemoryError), a 1 GiB file was read whole (2.4 GB, 14 s) to say 'not valid JSON', a long
+    integer was a ValueError traceback, and a repeated video kept its last entry silently."""
+    gt_path, pred_path = _predictions_and_ground_truth(tmp_path)
+    out = tmp_path / 'map.json'
+    out.write_text(OLD)
+    gt_path, pred_path = _break_for_map(case, gt_path, pred_path, tmp_path)
+    proc = _map_capped(gt_path, pred_path, str(out))
+    assert_one_line(proc, 2, *MAP_INPUTS[case])
+    assert out.read_text() == OLD
+
+
+def test_map_reads_the_same_files_unbroken(tmp_path):
+    """The cases above fail for what was broken: the same files, unbroken, are evaluated."""
+    gt_path, pred_path = _predictions_and_ground_truth(tmp_path)
+    proc = _map_capped(gt_path, pred_path, str(tmp_path / 'map.json'))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / 'map.json').read_text())['average_mAP'] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The lock
+
+
+def test_a_held_lock_refuses_a_second_holder_naming_the_first(tmp_path):
+    path = str(tmp_path / '.out.lock')
+    with io_utils.hold_lock(path, busy='out: in use'):
+        with open(path) as f:
+            holder = f.read().strip()
+        assert holder.startswith(f'process {os.getpid()} on ')
+        # flock locks belong to an open file: a second opening conflicts even in one process.
+        with pytest.raises(UserError) as info:
+            with io_utils.hold_lock(path, busy='out: in use'):
+                pass
+        assert str(info.value) == f'out: in use ({holder})'
+    assert not os.path.exists(path)   # removed by its holder
+    with open(path, 'w') as f:        # a stale file of a killed holder is taken over
+        f.write('process 1 on nowhere\n')
+    with io_utils.hold_lock(path, busy='out: in use'):
+        with open(path) as f:
+            assert f.read().startswith(f'process {os.getpid()} ')
+    assert not os.path.exists(path)

@@ -4,12 +4,15 @@ Expected values are computed from the source files directly (their JSON, their f
 never from what ``prepare`` returns.
 """
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -320,6 +323,27 @@ def test_detect_warns_when_durations_are_unused(anet_trained, tmp_path, capsys):
     warning = capsys.readouterr().err.strip()
     assert warning == (f'warning: --durations {source["annotation_file"]} is unused: {workdir} '
                        'places detections on the segment grid (localize.use_duration is False)')
+
+
+@pytest.mark.parametrize('case', ['FIFO', 'repeated video'])
+def test_detect_refuses_an_unreadable_durations_file_in_one_line(anet_trained, tmp_path, case):
+    """Durations files go through the bounded reader: a FIFO hung detect, a repeated video
+    took its last duration silently."""
+    source, _, workdir, _, _ = anet_trained
+    spec = os.path.join(source['features'], sorted(os.listdir(source['features']))[0])
+    durations = tmp_path / 'durations.json'
+    if case == 'FIFO':
+        os.mkfifo(durations)
+        words = [f'{durations}: cannot read: is a named pipe (FIFO)']
+    else:
+        durations.write_text('{"abc": 12.5, "def": 3.25, "abc": 14.0}')
+        words = [f"{durations}: key 'abc' is given twice in one object"]
+    output = tmp_path / 'detections.json'
+    output.write_text('{"results": {}}')
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(output), '--force',
+                   '--durations', str(durations), spec)
+    assert_one_line_error(proc, *words, command='detect')
+    assert output.read_text() == '{"results": {}}'
 
 
 def test_read_durations_forms(tmp_path):
@@ -739,6 +763,10 @@ def test_failure_midway_leaves_the_earlier_output(release, tmp_path):
     ('unknown subset', ["'train'", 'training, validation']),
     ('subset without annotations', ["'testing'", 'no annotations']),
     ('sizes differ', ['video bbb', '3 + 3', 'video aaa has 2 + 2']),
+    ('annotations are a FIFO', ['anet.json', 'is a named pipe (FIFO); expected a file or a '
+                                'folder']),
+    ('feature file is a link loop', ['v_ccc.npy: is a symbolic link loop, expected a .npy']),
+    ('float64 beyond float32', ['v_ccc.npy: value 1e+300 at segment 2 of 6 is beyond float32']),
 ])
 def test_bad_input_is_one_line(release, tmp_path, case, words):
     ann, features = release
@@ -789,8 +817,267 @@ def test_bad_input_is_one_line(release, tmp_path, case, words):
         extra = ['--subsets', 'testing']
     elif case == 'sizes differ':
         np.save(f('v_bbb.npy'), np.ones((6, 6), np.float32))
+    elif case == 'annotations are a FIFO':
+        os.unlink(ann)
+        os.mkfifo(ann)
+    elif case == 'feature file is a link loop':
+        os.unlink(f('v_ccc.npy'))
+        os.symlink(f('v_ccc.npy'), f('v_ccc.npy'))
+    elif case == 'float64 beyond float32':   # a joint file: read whole to be split
+        values = np.ones((6, 4))
+        values[2, 3] = 1e300
+        np.save(f('v_ccc.npy'), values)
     before = snapshot(os.path.dirname(features))
     out_before = snapshot(out) if os.path.isdir(out) else None
     assert_one_line_error(prepare_cli(ann, features, out, *extra), *words)
     assert snapshot(os.path.dirname(features)) == before
     assert (snapshot(out) if os.path.isdir(out) else None) == out_before
+
+
+# ----------------------------------------------------------------------------------------------
+# Annotations outside their video
+
+
+def test_negative_starts_are_said_apart_from_ends_after_the_video(tmp_path):
+    ann = tiny_release(str(tmp_path), {'aaa': 10.0, 'bbb': 12.0, 'ccc': 8.0})
+    with open(ann) as f:
+        raw = json.load(f)
+    raw['database']['aaa']['annotations'] = [   # one before 0 s, one after the 10 s end
+        {'segment': [-1.5, 4.0], 'label': 'Knitting'},
+        {'segment': [5.0, 11.0], 'label': 'Knitting'}]
+    raw['database']['bbb']['annotations'] = [{'segment': [-0.5, 13.0], 'label': 'Knitting'}]  # both
+    with open(ann, 'w') as f:
+        json.dump(raw, f)
+    for video in ('aaa', 'bbb', 'ccc'):
+        write(str(tmp_path / 'features' / f'v_{video}.npy'), np.ones((6, 4), np.float32))
+    proc = prepare_cli(ann, str(tmp_path / 'features'), str(tmp_path / 'out'),
+                       '--subsets', 'training')
+    assert_ok(proc)
+    database = raw['database']
+    ends_after = sum(a['segment'][1] > e['duration'] for e in database.values()
+                     for a in e['annotations'])
+    starts_before = sum(a['segment'][0] < 0 for e in database.values() for a in e['annotations'])
+    assert (ends_after, starts_before) == (2, 2)
+    assert table_row(proc.stdout, 'training') == (3, 3, 0, 0, ends_after)
+    assert (f'start before 0 s: {starts_before} of training annotations (negative times, a '
+            'mistake in the annotation file); training clips them at 0') in proc.stdout
+    # The written annotations are the file's, negative times included (evaluation uses them).
+    with open(tmp_path / 'out' / 'gt.json') as f:
+        assert json.load(f)['database']['aaa']['annotations'][0]['segment'] == [-1.5, 4.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# The output folder: whole or not at all, one run at a time, leftovers of interrupted runs
+
+
+def large_release(folder, count=1500):
+    """``count`` training videos with joint features: each is split and written, so a run takes
+    a second or two (long enough to meet another run, or to be killed midway)."""
+    ann = tiny_release(str(folder), {f'vid{i:05d}': 10.0 for i in range(count)})
+    with open(ann) as f:
+        raw = json.load(f)
+    for video in list(raw['database'])[:count // 3]:
+        raw['database'][video]['subset'] = 'validation'
+    with open(ann, 'w') as f:
+        json.dump(raw, f)
+    for video in raw['database']:
+        write(str(folder / 'features' / f'v_{video}.npy'), np.ones((6, 4), np.float32))
+    return ann, str(folder / 'features')
+
+
+def leftovers(out):
+    """Entries beside OUT that a prepare into OUT made: hidden builds, asides, its lock."""
+    parent, name = os.path.split(out)
+    return sorted(f for f in os.listdir(parent) if f.startswith(f'.{name}.prepare'))
+
+
+def prepare_popen(ann, features, out, *extra):
+    return subprocess.Popen([sys.executable, '-m', 'wtal_jax', 'prepare', 'activitynet',
+                             '--annotations', ann, '--features', features, '--out', out,
+                             '--quiet', *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def finished(proc):
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_two_prepares_into_one_new_folder_at_once_one_is_refused(tmp_path):
+    """Both used to succeed, the later silently replacing the earlier's output."""
+    ann, features = large_release(tmp_path)
+    out = str(tmp_path / 'prepared')
+    # Different subsets, so that the output shows which run wrote it, and that only one did.
+    both = [prepare_popen(ann, features, out), prepare_popen(ann, features, out,
+                                                             '--subsets', 'training')]
+    procs = [finished(p) for p in both]
+    assert sorted(p.returncode for p in procs) == [0, 2], [p.stderr for p in procs]
+    winner = next(i for i, p in enumerate(procs) if p.returncode == 0)
+    loser = procs[1 - winner]
+    line = assert_one_line_error(loser, out)
+    assert ('another prepare is writing it' in line or 'holds an earlier prepare; pass --force'
+            in line), line
+    subsets = ['training', 'validation'] if winner == 0 else ['training']
+    with open(ann) as f:
+        database = json.load(f)['database']
+    expected = {s: [v for v, e in database.items() if e['subset'] == s] for s in subsets}
+    assert sorted(os.listdir(out)) == sorted(['gt.json', 'features', prepare.MISSING_FILE,
+                                              prepare.MARKER_FILE] +
+                                             [f'split_{s}.txt' for s in subsets])
+    assert sorted(os.listdir(os.path.join(out, 'features'))) == subsets
+    for subset, videos in expected.items():
+        assert read_lines(os.path.join(out, f'split_{subset}.txt')) == videos
+        for stream in ('rgb', 'flow'):
+            assert sorted(os.listdir(os.path.join(out, 'features', subset, stream))) == \
+                sorted(v + '.npy' for v in videos)
+    with open(os.path.join(out, prepare.MARKER_FILE)) as f:
+        assert json.load(f)['subsets'] == subsets
+    assert leftovers(out) == []
+
+
+def test_a_prepare_killed_midway_is_cleaned_up_by_the_next_and_said(tmp_path):
+    """An interrupted run's hidden folder used to stay, unmentioned, for ever."""
+    ann, features = large_release(tmp_path)
+    out = str(tmp_path / 'prepared')
+    proc = prepare_popen(ann, features, out)
+    written, deadline = None, time.monotonic() + 120
+    while written is None and proc.poll() is None and time.monotonic() < deadline:
+        for entry in leftovers(out):   # its build folder, once features are being written
+            folder = os.path.join(str(tmp_path), entry, 'features', 'training', 'rgb')
+            if re.fullmatch(r'\.prepared\.prepare-[0-9a-f]{8}', entry) and \
+                    os.path.isdir(folder) and len(os.listdir(folder)) >= 10:
+                written = entry
+        time.sleep(0.002)
+    proc.kill()   # SIGKILL: nothing of the run's own cleanup runs
+    proc.communicate()
+    assert written is not None, 'the run ended before it was seen writing'
+    assert not os.path.exists(out)
+    assert written in leftovers(out)
+
+    proc = prepare_cli(ann, features, out)
+    assert_ok(proc)
+    assert (f'note: removed {os.path.join(str(tmp_path), written)}, the unfinished output of an '
+            'interrupted prepare') in proc.stderr.splitlines()
+    assert leftovers(out) == []
+    assert len(read_lines(os.path.join(out, 'split_training.txt'))) == 1000
+    assert len(os.listdir(os.path.join(out, 'features', 'validation', 'flow'))) == 500
+
+
+def _as_force_left_it(out, token='0123abcd'):
+    """What a prepare --force stopped between its two renames leaves: the earlier output moved
+    aside to .NAME.prepare-TOKEN.old, its own finished build in .NAME.prepare-TOKEN, no OUT."""
+    parent, name = os.path.split(out)
+    built = os.path.join(parent, f'.{name}.prepare-{token}')
+    shutil.copytree(out, built, symlinks=True)
+    os.rename(out, built + '.old')
+    return built
+
+
+def test_an_earlier_output_left_aside_by_an_interrupted_force_is_restored(release, tmp_path):
+    ann, features = release
+    out = str(tmp_path / 'prepared')
+    assert_ok(prepare_cli(ann, features, out))
+    first = snapshot(out)
+    built = _as_force_left_it(out)
+    assert not os.path.exists(out)   # neither output at OUT: the earlier one waits aside
+
+    proc = prepare_cli(ann, features, out)   # without --force: restored, then refused
+    *notes, error = proc.stderr.strip().splitlines()
+    assert notes == [f'note: removed {built}, the unfinished output of an interrupted prepare',
+                     f'note: restored {out} from {built}.old, where an interrupted prepare '
+                     '--force had moved it']
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert error == (f'wtal-jax prepare: error: {out}: holds an earlier prepare; pass --force to '
+                     'replace it')
+    assert snapshot(out) == first
+    assert leftovers(out) == []
+
+    os.unlink(os.path.join(features, 'v_ccc.npy'))
+    assert_ok(prepare_cli(ann, features, out, '--force'))
+    assert read_lines(os.path.join(out, 'split_training.txt')) == ['aaa', 'bbb']
+
+
+def test_an_earlier_output_left_after_the_new_one_is_in_is_removed(release, tmp_path):
+    """Stopped after its second rename, --force leaves the replaced output aside: removed."""
+    ann, features = release
+    out = str(tmp_path / 'prepared')
+    assert_ok(prepare_cli(ann, features, out))
+    built = _as_force_left_it(out)
+    os.rename(built, out)   # the new output went in; the old one was still to be removed
+    second = snapshot(out)
+    proc = prepare_cli(ann, features, out)
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == (f'note: removed {built}.old, the earlier output that an interrupted '
+                        'prepare --force had replaced')
+    assert lines[1:] == [f'wtal-jax prepare: error: {out}: holds an earlier prepare; pass '
+                         '--force to replace it'] and proc.returncode == 2
+    assert snapshot(out) == second and leftovers(out) == []
+
+
+def test_force_that_fails_between_its_renames_puts_the_earlier_output_back(release, tmp_path,
+                                                                           monkeypatch, capsys):
+    """The second rename refused (here by a stand-in for the system): OUT is the earlier
+    output again at once, and nothing is left beside it."""
+    from wtal_jax import cli
+    ann, features = release
+    out = str(tmp_path / 'prepared')
+    assert cli.main(['prepare', 'activitynet', '--annotations', ann, '--features', features,
+                     '--out', out, '--quiet']) == 0
+    first = snapshot(out)
+    rename = os.rename
+
+    def refuse_the_new_output(src, dst):
+        if dst == out and not src.endswith('.old') and os.path.exists(src + '.old'):
+            raise OSError(errno.EIO, 'Input/output error', src, None, dst)
+        rename(src, dst)
+
+    monkeypatch.setattr(os, 'rename', refuse_the_new_output)
+    os.unlink(os.path.join(features, 'v_ccc.npy'))
+    capsys.readouterr()
+    assert cli.main(['prepare', 'activitynet', '--annotations', ann, '--features', features,
+                     '--out', out, '--quiet', '--force']) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('wtal-jax prepare: error: ') and \
+        'Input/output error' in err[0], err
+    assert snapshot(out) == first and leftovers(out) == []
+
+
+def test_a_new_output_never_replaces_what_appeared_meanwhile(release, tmp_path, monkeypatch):
+    """Without --force, the rename onto OUT is the check: a folder filled by another program
+    after the first check is refused, not moved aside and deleted."""
+    ann, features = release
+    out = tmp_path / 'prepared'
+    real_replace = prepare._replace
+
+    def someone_writes_first(out_path, built, *rest):
+        os.makedirs(out_path, exist_ok=True)
+        with open(os.path.join(out_path, 'thesis.tex'), 'w') as f:
+            f.write('mine')
+        real_replace(out_path, built, *rest)
+
+    monkeypatch.setattr(prepare, '_replace', someone_writes_first)
+    with pytest.raises(UserError, match='folder is not empty and was not written by prepare'):
+        prepare.prepare('activitynet', annotations=[ann], features=features, out=str(out))
+    assert os.listdir(out) == ['thesis.tex'] and (out / 'thesis.tex').read_text() == 'mine'
+    assert leftovers(str(out)) == []
+
+
+def test_a_feature_file_larger_than_the_memory_is_one_line(release, tmp_path):
+    """A sparse joint file as large as its header says, twice the machine's memory: np.load was
+    a MemoryError traceback (or, where the system overcommits, a process killed halfway)."""
+    ann, features = release
+    with open('/proc/meminfo') as f:
+        total = next(int(line.split()[1]) * 1024 for line in f if line.startswith('MemTotal:'))
+    rows = 2 * total // (4 * 4) + 1   # (rows, 4) float32: over twice MemTotal
+    path = os.path.join(features, 'v_ccc.npy')
+    with open(path, 'wb') as f:
+        np.lib.format.write_array_header_1_0(f, {'descr': '<f4', 'fortran_order': False,
+                                                 'shape': (rows, 4)})
+        f.truncate(f.tell() + rows * 16)   # holes: no disk space taken
+    out = tmp_path / 'out'
+    out.mkdir()
+    line = assert_one_line_error(prepare_cli(ann, features, str(out)), path,
+                                 f'the header declares ({rows}, 4) float32; loading it needs '
+                                 'about', 'of memory available')
+    assert os.listdir(out) == [] and leftovers(str(out)) == []
+    assert 'GiB' in line

@@ -15,7 +15,6 @@ instance.
 """
 
 import dataclasses
-import json
 import math
 import numbers
 import reprlib
@@ -23,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from wtal_jax import io_utils
 from wtal_jax.errors import UserError
 
 # The fixed THUMOS'14 class order (SPEC §1); class index i of every output refers to this list.
@@ -60,23 +60,12 @@ _short.maxstring = _short.maxother = 60
 
 
 def read_json(path: str) -> object:
-    """Parsed JSON of ``path``; a missing, unreadable, malformed or too deeply nested file is a
-    UserError naming it."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f'{path}: cannot read: file not found') from None
-    except IsADirectoryError:
-        raise UserError(f'{path}: cannot read: is a folder, expected a JSON file') from None
-    except OSError as e:
-        raise UserError(f'{path}: cannot read ({one_line(e.strerror or e)})') from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f'{path}: not valid JSON ({one_line(e)})') from None
-    except RecursionError:
-        # Python's decoder recurses once per nesting level; no annotation file nests this deep.
-        raise UserError(f'{path}: JSON nested too deeply to be an annotation or results '
-                        'file') from None
+    """Parsed JSON of an annotation, predictions or durations file, read by the one bounded
+    reader (:func:`wtal_jax.io_utils.read_json`, limit ``JSON_LIMIT_BYTES``): a missing,
+    unreadable or oversized file, a FIFO or a device, malformed or too deeply nested JSON, a
+    key given twice in one object (a video of ``database`` or ``results`` included) and an
+    integer too long to convert are each a UserError naming the file."""
+    return io_utils.read_json(path, what='a JSON file')
 
 
 def seconds(value: object, where: str) -> float:

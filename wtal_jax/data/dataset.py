@@ -26,6 +26,7 @@ import numpy as np
 from wtal_jax.data.annotations import (VideoAnnotation, checked_class_list, load_annotations,
                                        one_line)
 from wtal_jax.errors import UserError
+from wtal_jax.io_utils import available_memory_bytes, file_problem, read_text, size_text
 
 # 16-frame segments of 25 fps video (THUMOS convention, SPEC §1).
 SEGMENT_SECONDS = 16 / 25
@@ -57,8 +58,10 @@ class Split:
       durations: (V,) float64 seconds from the annotation file, NaN where unknown.
       num_segments: (V,) int64, n_i.
       class_names: C class names; column c of ``labels`` is ``class_names[c]``.
-      num_clipped: how many annotations were clipped at the video's end (or start) for ``gt``.
+      num_clipped: how many annotations end after their video (clipped at its end for ``gt``).
       gt: V :class:`GroundTruth`, instances clipped to the video (for training-time use).
+      num_before_start: how many start before 0 s (clipped at 0 for ``gt``; a negative time is
+        a mistake in the file, said apart from the ends).
       missing: videos of the split file left out because their feature files do not exist
         (``missing='skip'``), in split-file order; their ground truth still counts in
         evaluation, as missed (the official convention).
@@ -71,6 +74,7 @@ class Split:
     class_names: tuple[str, ...]
     num_clipped: int
     gt: tuple[GroundTruth, ...]
+    num_before_start: int = 0
     missing: tuple[str, ...] = ()
 
     def __len__(self) -> int:
@@ -104,24 +108,28 @@ class NpyHeader(NamedTuple):
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def _size_text(num_bytes: int) -> str:
-    """1536 -> '1.5 KiB': sizes in messages, readable at any scale."""
-    size, unit = float(num_bytes), 'bytes'
-    for larger in ('KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'):
-        if size < 1024:
-            break
-        size, unit = size / 1024, larger
-    return f'{num_bytes} bytes' if unit == 'bytes' else f'{size:.1f} {unit}'
+def feature_file_exists(path: str) -> bool:
+    """Whether the feature file ``path`` exists: True for a regular file (or a link to one),
+    False for nothing there (or a link to nothing); anything else there (a folder, a FIFO, a
+    device, a symbolic link loop) is a UserError saying what it is."""
+    try:
+        problem = file_problem(path)
+    except OSError as e:
+        raise UserError(f'{path}: cannot read ({one_line(e.strerror or e)})') from None
+    if problem is not None and problem != 'file not found':
+        raise UserError(f'{path}: {problem}, expected a .npy feature file')
+    return problem is None
 
 
 def read_npy_header(path: str) -> NpyHeader:
     """Reads and checks the header of the ``.npy`` file at ``path``; never unpickles anything.
 
-    Refuses a missing file, an ``.npz`` archive or other non-``.npy`` file, a damaged header, and
-    a header that declares more bytes than the file holds (a truncated file, or a forged header
-    that would make ``np.load`` try to allocate terabytes).
+    Refuses a missing file, anything but a regular file (a folder, a FIFO, a device, a symbolic
+    link loop), an ``.npz`` archive or other non-``.npy`` file, a damaged header, and a header
+    that declares more bytes than the file holds (a truncated file, or a forged header that
+    would make ``np.load`` try to allocate terabytes).
     """
-    if not os.path.isfile(path):
+    if not feature_file_exists(path):
         raise UserError(f'{path}: feature file not found')
     try:
         with open(path, 'rb') as f:
@@ -149,8 +157,8 @@ def read_npy_header(path: str) -> NpyHeader:
     # An object array holds pickles; its data size says nothing, and it is refused anyway.
     if not dtype.hasobject and header.declared_bytes > data_bytes:
         raise UserError(f'{path}: not a readable .npy array (the header declares {shape} '
-                        f'{dtype}, {_size_text(header.declared_bytes)}, but the file holds '
-                        f'{_size_text(data_bytes)} of data)')
+                        f'{dtype}, {size_text(header.declared_bytes)}, but the file holds '
+                        f'{size_text(data_bytes)} of data)')
     return header
 
 
@@ -186,12 +194,38 @@ def check_feature_array(array: np.ndarray, where: str) -> np.ndarray:
     messages (a file, or a video of a file).
     """
     _check_feature_layout(where, array.dtype, array.shape)
-    array = array.astype(np.float32, copy=False)
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
         raise UserError(f'{where}: NaN or Inf at segment {first} of {array.shape[0]}')
-    return array
+    if array.dtype.kind == 'f' and array.dtype.itemsize > 4:
+        # Checked before the cast, which would turn 1e300 into Inf with a RuntimeWarning.
+        limit = np.finfo(np.float32).max
+        beyond = np.abs(array) > limit
+        if beyond.any():
+            first = int(np.flatnonzero(beyond.any(axis=1))[0])
+            raise UserError(f'{where}: value {array[first][beyond[first]][0]:.6g} at segment '
+                            f'{first} of {array.shape[0]} is beyond float32 (at most '
+                            f'{limit:.6g} in magnitude)')
+    return array.astype(np.float32, copy=False)
+
+
+def _check_memory(path: str, header: NpyHeader) -> None:
+    """Refuses a feature file whose loading would need more memory than there is available.
+
+    The header has been checked against the file size; a sparse file can still be as large as
+    its header says (terabytes on disk that take no space), and ``np.load`` would then fail with
+    a MemoryError, or be killed by the system halfway. Counted: the array, its float32 copy
+    (for other dtypes) and the per-value finiteness mask.
+    """
+    values = math.prod(header.shape)
+    copy = 4 * values if header.dtype != np.float32 else 0
+    need = header.declared_bytes + copy + values
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise UserError(f'{path}: the header declares {header.shape} {header.dtype}; loading it '
+                        f'needs about {size_text(need)}, more than the {size_text(available)} '
+                        'of memory available')
 
 
 def load_feature_array(path: str) -> np.ndarray:
@@ -199,10 +233,12 @@ def load_feature_array(path: str) -> np.ndarray:
 
     Accepts any numeric dtype (float16 releases included) and returns float32. Rejects a missing
     file, anything that is not a plain numeric ``.npy`` array (pickles, object arrays, ``.npz``
-    archives, text), a header that claims more data than the file holds, non-2-D arrays, zero
-    segments and NaN/Inf.
+    archives, text), a header that claims more data than the file holds or than the memory
+    available can take, non-2-D arrays, zero segments, NaN/Inf, and float64 values beyond
+    float32.
     """
-    check_feature_header(path)
+    header = check_feature_header(path)
+    _check_memory(path, header)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -260,15 +296,11 @@ def check_video_id(video: str, where: str) -> None:
 def read_split_file(path: str) -> tuple[str, ...]:
     """Video ids of a split file, one per line (blank lines ignored); at least one, no repeats.
 
-    Every id must be a plain file name (:func:`check_video_id`).
+    Every id must be a plain file name (:func:`check_video_id`). Read by the bounded reader
+    (:func:`wtal_jax.io_utils.read_text`), which drops a leading UTF-8 byte-order mark.
     """
-    try:
-        with open(path, encoding='utf-8') as f:
-            names = tuple(line.strip() for line in f if line.strip())
-    except FileNotFoundError:
-        raise UserError(f'{path}: split file not found') from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f'{path}: cannot read split file ({one_line(e)})') from None
+    text = read_text(path, what='a split file (one video id per line)')
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise UserError(f'{path}: split file lists no videos')
     seen = set()
@@ -311,10 +343,11 @@ def _split_missing(names: Sequence[str], paths: Sequence[Sequence[str]], *, miss
     """The videos among ``names`` with a feature file absent; raises for ``missing='error'``.
 
     All videos are checked before any feature is read, so the message can say how many are
-    missing in all, not only the first.
+    missing in all, not only the first. A path that holds something other than a file (a
+    folder, a symbolic link loop) is not missing: it is an error of its own.
     """
     absent = tuple(video for video, files in zip(names, paths)
-                   if not all(os.path.isfile(p) for p in files))
+                   if not all(feature_file_exists(p) for p in files))
     if absent and missing == 'error':
         shown = ', '.join(absent[:5]) + (', ...' if len(absent) > 5 else '')
         raise UserError(f'{split_path}: {len(absent)} of {len(names)} videos have no feature '
@@ -326,17 +359,32 @@ def _split_missing(names: Sequence[str], paths: Sequence[Sequence[str]], *, miss
     return absent
 
 
+class Clipped(NamedTuple):
+    """How many annotations of a video reach outside it, each clipped to it for training.
+
+    An annotation that does both is counted in both.
+
+    Attributes:
+      after_end: annotations that end after the video does (real files have them).
+      before_start: annotations that start before 0 s (a negative time: a mistake in the file).
+    """
+    after_end: int
+    before_start: int
+
+
 def clip_ground_truth(entry: VideoAnnotation, class_index: Mapping[str, int],
-                      video_end: float) -> tuple[GroundTruth, int]:
-    """Instances clipped to [0, video_end] seconds, and how many were changed by the clipping.
+                      video_end: float) -> tuple[GroundTruth, Clipped]:
+    """Instances clipped to [0, video_end] seconds, and how many reached outside (:class:`Clipped`).
 
     Real annotation files contain instances that end after the video does; for training-time use
-    they are cut at the end, counted, and kept (zero-length ones too).
+    they are cut at the end, counted, and kept (zero-length ones too). A negative start is cut at
+    0 and counted apart, so that a message can say which of the two happened.
     """
     clipped = np.clip(entry.segments, 0.0, video_end)
-    num_changed = int(np.any(clipped != entry.segments, axis=1).sum())
+    counts = Clipped(after_end=int((entry.segments[:, 1] > video_end).sum()),
+                     before_start=int((entry.segments[:, 0] < 0).sum()))
     classes = np.array([class_index[label] for label in entry.labels], np.int64)
-    return GroundTruth(segments=clipped, classes=classes), num_changed
+    return GroundTruth(segments=clipped, classes=classes), counts
 
 
 def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir: str,
@@ -394,7 +442,7 @@ def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir:
 
     from tqdm import tqdm  # only needed here; keeps ``import wtal_jax.data.dataset`` light
 
-    features, gts, num_clipped = [], [], 0
+    features, gts, num_clipped, num_before_start = [], [], 0, 0
     for video, entry, files in tqdm(list(zip(names, entries, paths)),
                                     desc=f'loading {subset} features', unit='video',
                                     disable=not progress):
@@ -404,10 +452,11 @@ def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir:
             raise UserError(f'video {video}: {array.shape[1]} values per segment, but video '
                             f'{names[0]} has {features[0].shape[1]}')
         end = entry.duration if use_duration else array.shape[0] * segment_seconds
-        gt, changed = clip_ground_truth(entry, class_index, end)
+        gt, counts = clip_ground_truth(entry, class_index, end)
         features.append(array)
         gts.append(gt)
-        num_clipped += changed
+        num_clipped += counts.after_end
+        num_before_start += counts.before_start
 
     labels = np.zeros((len(names), len(class_names)), np.float32)
     for v, gt in enumerate(gts):
@@ -417,4 +466,5 @@ def load_split(root: str, *, annotation_file: str, split_file: str, feature_dir:
         durations=np.array([np.nan if e.duration is None else e.duration for e in entries],
                            np.float64),
         num_segments=np.array([f.shape[0] for f in features], np.int64),
-        class_names=class_names, num_clipped=num_clipped, gt=tuple(gts), missing=absent)
+        class_names=class_names, num_clipped=num_clipped, num_before_start=num_before_start,
+        gt=tuple(gts), missing=absent)

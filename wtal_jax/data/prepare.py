@@ -26,27 +26,33 @@ The W-TALC single-file release (``NAME-I3D-JOINTFeatures.npy``, an object array 
 can run code hidden in the file, so it is read only with ``trust_pickle`` (``--trust-pickle``),
 here and nowhere else in the project.
 
-Nothing in the source folders is changed. The output is built in a temporary folder beside OUT
-and renamed into place, so a failure leaves an earlier OUT as it was; a non-empty OUT is replaced
-only with ``force`` and only if an earlier ``prepare`` wrote it.
+Nothing in the source folders is changed. The output is built in a hidden folder beside OUT and
+renamed into place, so OUT is at every moment the earlier output or the new one, whole; a
+non-empty OUT is replaced only with ``force`` and only if an earlier ``prepare`` wrote it. One run
+at a time writes OUT (a lock file beside it; another run is refused at once), and each run first
+cleans up, saying so, what an interrupted one left beside OUT: an unfinished output is removed,
+an earlier output that ``--force`` had moved aside is put back if OUT is missing.
 """
 
 import dataclasses
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from wtal_jax.data.annotations import VideoAnnotation, load_annotations
-from wtal_jax.data.dataset import (SEGMENT_SECONDS, check_feature_array, check_feature_header,
-                                   check_video_id, clip_ground_truth, load_feature_array,
-                                   read_npy_header)
+from wtal_jax.data.dataset import (SEGMENT_SECONDS, Clipped, check_feature_array,
+                                   check_feature_header, check_video_id, clip_ground_truth,
+                                   load_feature_array, read_npy_header)
 from wtal_jax.errors import UserError
+from wtal_jax.io_utils import file_problem, hold_lock, read_text
 
 DATASETS = ('thumos14', 'activitynet')
 DEFAULT_SUBSETS = {'thumos14': ('train', 'test'), 'activitynet': ('training', 'validation')}
@@ -71,8 +77,10 @@ class SubsetCount(NamedTuple):
       with_features: videos with features and annotations, listed in OUT/split_SUBSET.txt.
       missing: videos without (complete) features, listed in OUT/missing_features.txt.
       unlabelled: videos with features but no annotation, left out of the split file.
-      clipped: annotations of the split's videos that end after their video (or start before
-        it); training clips them, evaluation uses them as written.
+      clipped: annotations of the split's videos that end after their video; training clips
+        them, evaluation uses them as written.
+      before_start: annotations of the split's videos that start before 0 s (a negative time,
+        a mistake in the file); training clips them at 0, evaluation uses them as written.
     """
     subset: str
     videos: int
@@ -80,6 +88,7 @@ class SubsetCount(NamedTuple):
     missing: int
     unlabelled: int
     clipped: int
+    before_start: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +168,8 @@ def read_thumos14_txt(paths: Sequence[str]) -> dict[str, VideoAnnotation]:
         label, subset = match['label'], 'validation' if match['part'] == 'val' else 'test'
         if label == 'Ambiguous':
             continue
-        try:
-            with open(path, encoding='utf-8') as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f'{path}: cannot read ({" ".join(str(e).split())})') from None
+        lines = read_text(path, what="a THUMOS'14 class file (VIDEO START END per line)"
+                          ).splitlines()
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -247,14 +253,24 @@ def _bare(video: str) -> str:
     return video[2:] if video.startswith('v_') else video
 
 
+def _check_source(path: str, name: str) -> None:
+    """Refuses a source that is missing, or is neither a folder nor a regular file."""
+    try:
+        problem = file_problem(path)
+    except OSError as e:
+        raise UserError(f'{path}: cannot read ({e.strerror or e})') from None
+    if problem == 'file not found':
+        raise UserError(f'{path}: {name} not found')
+    if problem not in (None, 'is a folder'):
+        raise UserError(f'{path}: {problem}; expected a file or a folder')
+
+
 def _read_sources(dataset: str, annotations: Sequence[str], features: str, trust_pickle: bool
                   ) -> tuple[dict[str, VideoAnnotation], dict[str, np.ndarray] | None, str]:
     """Annotations by video, the W-TALC arrays (None for a folder of files), and a name for them."""
     for path in annotations:
-        if not os.path.exists(path):
-            raise UserError(f'{path}: annotation file not found')
-    if not os.path.exists(features):
-        raise UserError(f'{features}: feature folder not found')
+        _check_source(path, 'annotation file')
+    _check_source(features, 'feature folder')
     if os.path.isfile(features):
         if len(annotations) != 1 or not os.path.isdir(annotations[0]):
             raise UserError(f'{features}: a single feature file (W-TALC style) needs its '
@@ -391,15 +407,20 @@ def _inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-def _check_out(out: str, sources: Sequence[str], force: bool) -> None:
-    """Refuses an OUT that overlaps a source, is a file, or holds other work (without force)."""
+def _check_overlap(out: str, sources: Sequence[str]) -> None:
+    """Refuses an OUT that overlaps a source: checked before anything is created beside OUT."""
     real_out = os.path.realpath(out)
     for source in sources:
         real = os.path.realpath(source)
         if _inside(real_out, real) or _inside(real, real_out):
             raise UserError(f'{out}: overlaps the source {source}; prepare never writes into '
                             'its sources: choose another folder')
-    if os.path.exists(out) and not os.path.isdir(out):
+
+
+def _check_out(out: str, force: bool) -> None:
+    """Refuses an OUT that is a file, or holds other work, or (without force) an earlier
+    prepare."""
+    if os.path.lexists(out) and not os.path.isdir(out):
         raise UserError(f'{out}: exists and is not a folder')
     if os.path.isdir(out) and os.listdir(out):
         if not os.path.isfile(os.path.join(out, MARKER_FILE)):
@@ -407,6 +428,42 @@ def _check_out(out: str, sources: Sequence[str], force: bool) -> None:
                             f'{MARKER_FILE}); choose an empty folder')
         if not force:
             raise UserError(f'{out}: holds an earlier prepare; pass --force to replace it')
+
+
+def _hidden(out: str, suffix: str) -> str:
+    """``.NAME.prepare-SUFFIX`` beside OUT (NAME its last part): where a run builds its output
+    (SUFFIX eight random hex digits), keeps the earlier one during --force (the same, plus
+    ``.old``) and holds its lock (SUFFIX 'lock')."""
+    parent, name = os.path.split(os.path.abspath(out))
+    return os.path.join(parent, f'.{name}.prepare-{suffix}')
+
+
+def _recover(out: str) -> list[str]:
+    """Cleans up what interrupted runs into OUT left beside it; returns what it did, a line each.
+
+    Called with the lock held, so no other run is writing these. An unfinished output is
+    removed. An earlier output that a --force run had moved aside goes back to OUT if OUT is
+    absent or empty (the run stopped between its two renames), and is removed otherwise (the new
+    output was in place).
+    """
+    parent, name = os.path.split(os.path.abspath(out))
+    leftover = re.compile(rf'\.{re.escape(name)}\.prepare-[0-9a-f]{{8}}(\.old)?')
+    done = []
+    for entry in sorted(os.scandir(parent), key=lambda e: e.name):
+        match = leftover.fullmatch(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        vacant = not os.path.lexists(out) or (os.path.isdir(out) and not os.listdir(out))
+        if match[1] and vacant:
+            os.rename(entry.path, out)
+            done.append(f'restored {out} from {entry.path}, where an interrupted prepare --force '
+                        'had moved it')
+        else:
+            shutil.rmtree(entry.path)  # symlinks and written halves only: never follows links
+            what = ('the earlier output that an interrupted prepare --force had replaced'
+                    if match[1] else 'the unfinished output of an interrupted prepare')
+            done.append(f'removed {entry.path}, {what}')
+    return done
 
 
 def _write_text(path: str, lines: Sequence[str]) -> None:
@@ -443,18 +500,29 @@ def _write_features(root: str, v: _Video) -> tuple[bool, int]:
     return False, float16
 
 
-def _replace(out: str, built: str) -> None:
-    """Moves the finished folder ``built`` to ``out``; an earlier prepare there goes last."""
-    if not os.path.isdir(out):
+def _replace(out: str, built: str, force: bool) -> None:
+    """Moves the finished folder ``built`` to ``out``, so that ``out`` is at every moment the
+    earlier output or the new one, whole.
+
+    A rename onto an absent or empty ``out`` is the check and the move at once: one that fails
+    because ``out`` filled meanwhile replaces nothing. With ``force``, the earlier prepare goes
+    aside under a hidden name first and is removed last; should the run stop between the two
+    renames, the next run finds it there and puts it back (:func:`_recover`).
+    """
+    try:
         os.rename(built, out)
         return
-    if not os.listdir(out):
-        os.rmdir(out)
-        os.rename(built, out)
-        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+    _check_out(out, force)  # filled since the first check: by another program, not a prepare
     old = f'{built}.old'
     os.rename(out, old)
-    os.rename(built, out)
+    try:
+        os.rename(built, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
     shutil.rmtree(old)  # symlinks and written halves only: rmtree never follows links
 
 
@@ -488,7 +556,7 @@ def _plan(dataset: str, chosen: Mapping[str, VideoAnnotation], annotation_name: 
     return planned, missing, used
 
 
-def _count_clipped(dataset: str, v: _Video, a: VideoAnnotation) -> int:
+def _count_clipped(dataset: str, v: _Video, a: VideoAnnotation) -> Clipped:
     """Annotations of ``v`` outside [0, video end]: the end by duration (ActivityNet) or length."""
     if dataset == 'activitynet':
         if a.duration is None:
@@ -520,7 +588,23 @@ def prepare(dataset: str, *, annotations: Sequence[str], features: str, out: str
     if dataset not in DATASETS:
         raise UserError(f'data set {dataset!r} is not one of {", ".join(DATASETS)}')
     annotations = list(annotations)
-    _check_out(out, annotations + [features], force)
+    _check_overlap(out, annotations + [features])
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    # One run at a time into OUT: checking OUT, building, and replacing it are one step for
+    # any other run, which is refused at once rather than replacing this one's output.
+    with hold_lock(_hidden(out, 'lock'), busy=f'{out}: another prepare is writing it; wait for '
+                   'it to finish, or choose another folder'):
+        for line in _recover(out):
+            print(f'note: {line}', file=sys.stderr, flush=True)
+        _check_out(out, force)
+        return _prepare(dataset, annotations, features, out, subsets, force, trust_pickle,
+                        progress)
+
+
+def _prepare(dataset: str, annotations: list[str], features: str, out: str,
+             subsets: Sequence[str] | None, force: bool, trust_pickle: bool, progress: bool
+             ) -> Summary:
+    """:func:`prepare` once OUT is checked and locked."""
     found, arrays, annotation_name = _read_sources(dataset, annotations, features, trust_pickle)
     found, renamed = _rename_subsets(dataset, found)
     excluded = tuple(v for v in THUMOS14_EXCLUDED if v in found) if dataset == 'thumos14' else ()
@@ -547,21 +631,19 @@ def prepare(dataset: str, *, annotations: Sequence[str], features: str, out: str
             raise UserError(f'{features}: no features for any annotated video of subset '
                             f'{subset!r} (looked for {example}.npy or v_{example}.npy, per stream '
                             'with _rgb/_flow or in rgb/flow folders)')
+        clipped = [_count_clipped(dataset, v, chosen[v.name]) for v in labelled]
         counts.append(SubsetCount(
             subset=subset, videos=sum(a.subset == subset for a in chosen.values()),
             with_features=len(labelled), missing=sum(m[1] == subset for m in missing),
-            unlabelled=len(mine) - len(labelled),
-            clipped=sum(_count_clipped(dataset, v, chosen[v.name]) for v in labelled)))
+            unlabelled=len(mine) - len(labelled), clipped=sum(c.after_end for c in clipped),
+            before_start=sum(c.before_start for c in clipped)))
     first = planned[0]
     for v in planned:
         if v.sizes != first.sizes:
             raise UserError(f'video {v.name}: {v.sizes[0]} + {v.sizes[1]} values per segment, but '
                             f'video {first.name} has {first.sizes[0]} + {first.sizes[1]}')
 
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    built = os.path.join(parent, f'.{os.path.basename(os.path.abspath(out))}.prepare-'
-                                 f'{secrets.token_hex(4)}')
+    built = _hidden(out, secrets.token_hex(4))
     os.mkdir(built)  # with the user's umask, unlike mkdtemp's 0700
     try:
         with open(os.path.join(built, 'gt.json'), 'w', encoding='utf-8') as f:
@@ -581,7 +663,7 @@ def prepare(dataset: str, *, annotations: Sequence[str], features: str, out: str
             json.dump({'dataset': dataset, 'annotations': [os.path.abspath(a) for a in annotations],
                        'features': os.path.abspath(features), 'subsets': list(subsets)}, f,
                       indent=1)
-        _replace(out, built)
+        _replace(out, built, force)
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
         raise
@@ -621,4 +703,9 @@ def format_summary(s: Summary) -> str:
         lines.append(f'left out as in the release: {", ".join(s.excluded)}')
     lines.append('clipped: annotations ending after their video; training clips them, evaluation '
                  'uses them as written')
+    before = ', '.join(f'{c.before_start} of {c.subset}' for c in s.subsets if c.before_start)
+    if before:
+        lines.append(f'start before 0 s: {before} annotations (negative times, a mistake in the '
+                     'annotation file); training clips them at 0, evaluation uses them as '
+                     'written')
     return '\n'.join(lines)
