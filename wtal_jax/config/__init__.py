@@ -321,8 +321,8 @@ def _run_config_file(path: str) -> ml_collections.ConfigDict:
 
 def _read_saved(path: str) -> ml_collections.ConfigDict:
     """A run's config.json given as ``--config``: its settings, as a new run's config."""
-    from wtal_jax.data.annotations import read_json
-    return from_dict(read_json(path), source=path)
+    from wtal_jax.io_utils import read_json
+    return from_dict(read_json(path, what='a run config'), source=path)
 
 
 def rebase(cfg: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:

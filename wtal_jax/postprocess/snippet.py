@@ -10,6 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
+from wtal_jax import io_utils
 from wtal_jax.data import annotations
 from wtal_jax.errors import UserError
 from wtal_jax.postprocess.eval_files import GroundTruth, Predictions, _frozen
@@ -29,13 +30,7 @@ def load_ambiguous(path: str) -> dict[str, np.ndarray]:
     Returns:
       video id → float64 (m, 2) [start, end] seconds, in file order.
     """
-    try:
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise UserError(f'{path}: cannot read ({e.strerror or e})') from None
-    except UnicodeDecodeError as e:
-        raise UserError(f'{path}: not a text file ({annotations.one_line(e)})') from None
+    lines = io_utils.read_text(path, what='a list of ambiguous segments').splitlines()
     segments: dict[str, list] = {}
     for number, line in enumerate(lines, start=1):
         fields = line.split()

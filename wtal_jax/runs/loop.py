@@ -105,6 +105,9 @@ def _note_splits(cfg, splits: dict) -> None:
         if split.num_clipped:
             note(f'note: {split.num_clipped} annotations of the {name} split end after '
                  'their video and were clipped')
+        if split.num_before_start:
+            note(f'note: {split.num_before_start} annotations of the {name} split start '
+                 'before 0 s (a negative time) and were clipped at 0')
         if split.missing:
             shown = ', '.join(split.missing[:5]) + (', ...' if len(split.missing) > 5 else '')
             note(f'note: {len(split.missing)} videos of the {name} split have no features '

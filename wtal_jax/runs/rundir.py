@@ -30,6 +30,7 @@ from typing import NamedTuple
 import jax
 
 from wtal_jax import config as config_lib
+from wtal_jax import io_utils
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic, write_text_atomic
 from wtal_jax import method as method_lib
@@ -197,16 +198,13 @@ class RunDir:
     def read_config(self):
         """The config the run was trained (or converted) with, validated."""
         path = self.config_path
-        try:
-            with open(path) as f:
-                values = json.load(f)
-        except FileNotFoundError:
-            raise UserError(f'{path}: not found; is {self.path} a wtal_jax run '
-                            'directory?') from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f'{path}: unreadable config ({e})') from None
-        except RecursionError:
-            raise UserError(f'{path}: unreadable config (nested too deeply)') from None
+        if io_utils.file_problem(path) == 'file not found':
+            raise UserError(f'{path}: not found; is {self.path} a wtal_jax run directory?')
+        try:   # bounded, and every way JSON can be wrong said in one line
+            values = io_utils.read_json(path, what='a run config')
+        except UserError as e:
+            reason = str(e).removeprefix(f'{path}: ')
+            raise UserError(f'{path}: unreadable config ({reason})') from None
         if _nesting(values) > MAX_CONFIG_NESTING:   # before anything walks it recursively
             raise UserError(f'{path}: unreadable config (nested too deeply)')
         return config_lib.from_dict(values, source=path)
