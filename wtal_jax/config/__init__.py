@@ -57,6 +57,9 @@ COMMON = {
         # () derives the sorted label set from the annotations.
         'class_names': F(THUMOS14_CLASSES, Items(Text(nonempty=True), distinct=True)),
         'num_segments': F(750, COUNT),          # T, segments a video is sampled to
+        # At test time 'keep': a video of n <= T segments keeps its n (UM's release); 'fixed':
+        # always T indices floor(i * n / T), short videos repeating segments (BaS-Net's).
+        'test_sampling': F('keep', OneOf(('keep', 'fixed'))),
         'segment_frames': F(16, COUNT),         # frames per original segment (feature stride)
         'fps': F(25.0, POSITIVE),               # frames per second of the features' video
         # True: seconds per segment = duration / n (the annotation's duration; ActivityNet), for
@@ -116,6 +119,9 @@ COMMON = {
         # each batch there; 'auto': there if they fit in device_memory_fraction of its memory.
         'data_on_device': F('auto', OneOf(('auto', 'always', 'never'))),
         'device_memory_fraction': F(0.5, real(above=0, high=1)),
+        # 'epochs': every epoch visits each video once (UM's release); 'draws': only the first
+        # does, then each step draws its B videos afresh (BaS-Net's release, SPEC §8.2).
+        'batch_order': F('epochs', OneOf(('epochs', 'draws'))),
         'log_every_steps': F(10, COUNT),
         'init_from': F('', Text()),             # run directory whose best parameters start it
     },
@@ -400,7 +406,8 @@ def to_dict(cfg: ml_collections.ConfigDict) -> dict:
 def _migrate(values: dict, source: str) -> dict:
     """A config saved before each setting had one key: ``localize.segment_frames``, ``fps``
     and ``use_duration`` move to ``data`` (refused where the two copies disagree), the
-    derived ``data.segment_seconds`` is dropped once checked, and no ``method`` means UM."""
+    derived ``data.segment_seconds`` is dropped once checked; before there were methods: no
+    ``method`` means UM, with UM's test sampling and batch order."""
     values = json.loads(json.dumps(values))   # a copy
     data, localize = values.get('data'), values.get('localize')
     if not isinstance(data, dict) or not isinstance(localize, dict):
@@ -419,6 +426,9 @@ def _migrate(values: dict, source: str) -> dict:
                             f'segment_frames / fps = {grid:g} (one setting now: '
                             'data.segment_frames and data.fps)')
     values.setdefault('method', 'um')
+    data.setdefault('test_sampling', 'keep')
+    if isinstance(values.get('train'), dict):
+        values['train'].setdefault('batch_order', 'epochs')
     return values
 
 

@@ -22,11 +22,14 @@ class TrainBatches:
     ``np.random.default_rng([seed, e]).permutation(V)``, with steps_per_epoch = ceil(V / B). The
     last batch of an epoch holds the remainder (THUMOS'14: 200 = 12 x 16 + 8); it is padded to B
     by repeating its own videos with mask 0, so every batch has one shape and the training step
-    compiles once. The temporal jitter of step s comes from ``default_rng([seed, s, 1])``.
+    compiles once. With ``order='draws'`` (BaS-Net's release, SPEC §8.2) only the first epoch
+    is one; every later step s takes the first B of a fresh order
+    ``default_rng([seed, s, 2]).permutation(V)``. The temporal jitter of step s comes from
+    ``default_rng([seed, s, 1])``.
     """
 
     def __init__(self, features: Sequence[np.ndarray], labels: np.ndarray, *,
-                 num_segments: int, batch_size: int, seed: int):
+                 num_segments: int, batch_size: int, seed: int, order: str = 'epochs'):
         """
         Args:
           features: V arrays (n_i, D), any n_i >= 1, one D.
@@ -34,6 +37,8 @@ class TrainBatches:
           num_segments: T, segments per sampled video.
           batch_size: B, videos per batch.
           seed: non-negative integer; with the step it fixes every batch.
+          order: 'epochs' (every epoch visits each video once) or 'draws' (after the first
+            epoch, each step draws its videos afresh).
         """
         if len(features) == 0:
             raise ValueError('no training videos')
@@ -43,6 +48,8 @@ class TrainBatches:
             raise ValueError(f'need T >= 1 and B >= 1, got T={num_segments}, B={batch_size}')
         if seed < 0:
             raise ValueError(f'seed must be non-negative, got {seed}')
+        if order not in ('epochs', 'draws'):
+            raise ValueError(f"order must be 'epochs' or 'draws', got {order!r}")
         dims = {f.shape[1] for f in features}
         if len(dims) != 1:
             raise ValueError(f'videos differ in feature size: {sorted(dims)}')
@@ -52,6 +59,7 @@ class TrainBatches:
         self.num_segments = int(num_segments)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
+        self.order = order
         self.feature_dim = dims.pop()
 
     @property
@@ -77,8 +85,12 @@ class TrainBatches:
         if step < 0:
             raise ValueError(f'step must be non-negative, got {step}')
         epoch, position = divmod(step, self.steps_per_epoch)
-        real = self.epoch_order(epoch)[position * self.batch_size:
-                                       (position + 1) * self.batch_size]
+        if self.order == 'draws' and epoch > 0:
+            real = np.random.default_rng([self.seed, step, 2]).permutation(
+                self.num_videos)[:self.batch_size]
+        else:
+            real = self.epoch_order(epoch)[position * self.batch_size:
+                                           (position + 1) * self.batch_size]
         # Padding repeats the batch's own real videos, so padded rows hold ordinary data and
         # nothing non-finite can leak through a masked entry.
         ids = np.resize(real, self.batch_size)

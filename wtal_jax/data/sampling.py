@@ -1,7 +1,8 @@
 """Temporal sampling of a video's n segments to T (SPEC §1), pure NumPy.
 
-Both functions reproduce the authors' release (``random_perturb`` and ``uniform_sampling`` of
-its data loader) index for index; ``train_indices`` draws all jitters with one vectorised call.
+Both functions reproduce the authors' releases (``random_perturb`` and ``uniform_sampling`` of
+their data loaders) index for index; ``train_indices`` draws all jitters with one vectorised
+call. At test time UM keeps a short video whole; BaS-Net's release always takes T indices.
 """
 
 import numpy as np
@@ -40,13 +41,21 @@ def train_indices(n: int, T: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(low, high, endpoint=True).astype(np.int64)
 
 
-def test_indices(n: int, T: int) -> np.ndarray:
+def test_indices(n: int, T: int, *, fixed: bool = False) -> np.ndarray:
     """Test indices: all n segments when n <= T, else floor(i * n / T) for i = 0..T-1.
 
+    ``fixed`` (``data.test_sampling='fixed'``, BaS-Net's release): always the T indices
+    floor(i * n / T), repeating segments of a video shorter than T.
+
     Returns:
-      (min(n, T),) int64.
+      (min(n, T),) int64, or (T,) with ``fixed``.
     """
     _check(n, T)
-    if n <= T:
+    if n == T or (n < T and not fixed):
         return np.arange(n, dtype=np.int64)
     return _strided_starts(n, T)
+
+
+def test_length(n: int, T: int, *, fixed: bool = False) -> int:
+    """T', the number of test indices of a video of n segments (see :func:`test_indices`)."""
+    return T if fixed else min(n, T)

@@ -48,7 +48,7 @@ class Evaluator:
         """``model``: the network (a Flax module) of ``cfg``'s method."""
         self.packed = inference.on_device(inference.pack(
             split.features, num_segments=cfg.data.num_segments,
-            chunk_size=cfg.eval.chunk_segments))
+            chunk_size=cfg.eval.chunk_segments, fixed=cfg.data.test_sampling == 'fixed'))
         # The packed copy is all that is needed from here on: do not hold the features twice.
         self.cfg, self.split_name = cfg, split_name
         self.split = dataclasses.replace(split, features=[])

@@ -29,7 +29,7 @@ class PackedVideos:
 
     chunks: (K, N, D) float32, zero between and after videos.
     start: (V,) flat index of each video's first segment in ``chunks.reshape(-1, D)``.
-    lengths: (V,) T' = min(n, T), the sampled length.
+    lengths: (V,) T', the sampled length (min(n, T), or T with fixed sampling).
     num_segments: (V,) n, original lengths.
     """
     chunks: np.ndarray
@@ -38,8 +38,10 @@ class PackedVideos:
     num_segments: np.ndarray
 
 
-def pack(features: list[np.ndarray], *, num_segments: int, chunk_size: int) -> PackedVideos:
-    """Test-samples each (n_i, D) video to T' = min(n_i, T) segments and packs them in order.
+def pack(features: list[np.ndarray], *, num_segments: int, chunk_size: int,
+         fixed: bool = False) -> PackedVideos:
+    """Test-samples each (n_i, D) video to T' = min(n_i, T) segments (T with ``fixed``, see
+    ``sampling.test_indices``) and packs them in order.
 
     A video that does not fit in the rest of a chunk starts the next one; each video is
     followed by one zero segment. ``chunk_size`` must exceed T.
@@ -47,7 +49,8 @@ def pack(features: list[np.ndarray], *, num_segments: int, chunk_size: int) -> P
     if chunk_size <= num_segments:
         raise ValueError(f'chunk size {chunk_size} must exceed T = {num_segments}')
     dim = features[0].shape[1]
-    lengths = np.array([min(len(f), num_segments) for f in features], np.int64)
+    lengths = np.array([sampling.test_length(len(f), num_segments, fixed=fixed)
+                        for f in features], np.int64)
     starts, position = [], 0
     for length in lengths:
         chunk_end = (position // chunk_size + 1) * chunk_size
@@ -58,7 +61,7 @@ def pack(features: list[np.ndarray], *, num_segments: int, chunk_size: int) -> P
     num_chunks = max(1, -(-position // chunk_size))
     flat = np.zeros((num_chunks * chunk_size, dim), np.float32)
     for f, start, length in zip(features, starts, lengths):
-        flat[start:start + length] = f[sampling.test_indices(len(f), num_segments)]
+        flat[start:start + length] = f[sampling.test_indices(len(f), num_segments, fixed=fixed)]
     return PackedVideos(chunks=flat.reshape(num_chunks, chunk_size, dim),
                         start=np.asarray(starts, np.int64), lengths=lengths,
                         num_segments=np.array([len(f) for f in features], np.int64))

@@ -115,15 +115,17 @@ def minmax_per_class(s: np.ndarray, *, clip: bool) -> np.ndarray:
     Without, values below a positive minimum stay negative (BaS-Net's release).
 
     Args:
-      s: (T', C). Returns: (T', C) float64.
+      s: (T', C) float; computed in its own dtype (BaS-Net's release normalises float32).
+    Returns:
+      (T', C) of ``s``'s dtype.
     """
-    s = np.asarray(s, np.float64)
+    s = np.asarray(s)
     high = np.maximum(s.max(axis=0), 0.0)
     low = np.maximum(s.min(axis=0), 0.0)
     delta = high - low
-    delta[delta <= 0] = 1.0
+    delta[delta <= 0] = 1
     out = (s - low) / delta
-    return np.clip(out, 0.0, 1.0) if clip else out
+    return np.clip(out, 0, 1) if clip else out
 
 
 def upsample(x: np.ndarray, factor: int) -> np.ndarray:
@@ -136,17 +138,20 @@ def upsample(x: np.ndarray, factor: int) -> np.ndarray:
     is held constant (the release raises there).
 
     Args:
-      x: (T', ...) values per sampled segment.
+      x: (T', ...) values per sampled segment. A float32 ``x`` keeps its dtype for the
+        difference of neighbours, as SciPy does (BaS-Net's float32 scores); the rest is float64.
       factor: points per segment.
     Returns:
       (L, ...) float64 with L = len(np.arange(0, T', 1 / factor)): factor * T', or one more
       where the division rounds up (e.g. factor 49).
     """
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64)
     num = x.shape[0]
     points = np.arange(0, num, 1 / factor)
     if num == 1:
-        return np.repeat(x, points.size, axis=0)
+        return np.repeat(x, points.size, axis=0).astype(np.float64)
     lo = np.clip(np.ceil(points).astype(np.int64), 1, num - 1) - 1
     frac = (points - lo).reshape((-1,) + (1,) * (x.ndim - 1))
     return (x[lo + 1] - x[lo]) * frac + x[lo]

@@ -98,7 +98,8 @@ def detect(checkpoint: str, feature_specs: list[str], *, overrides=(), output: s
     features = [dataset.load_feature_files(spec.split(','), feature_dim=cfg.data.feature_dim)
                 for spec in feature_specs]
     packed = inference.pack(features, num_segments=cfg.data.num_segments,
-                            chunk_size=cfg.eval.chunk_segments)
+                            chunk_size=cfg.eval.chunk_segments,
+                            fixed=cfg.data.test_sampling == 'fixed')
     method, hp = method_lib.load(cfg.method), config_lib.frozen(cfg)
     outputs = inference.Predictor(method, ckpt.model, hp)(
         ckpt.state.params, packed, num_segments=cfg.data.num_segments, durations=seconds)

@@ -183,7 +183,8 @@ def _training_data(cfg, train_split, seeds, devices, replicated, procs):
     """
     batchers = [pipeline.TrainBatches(
         train_split.features, train_split.labels, num_segments=cfg.data.num_segments,
-        batch_size=cfg.train.batch_size, seed=seed) for seed in seeds]
+        batch_size=cfg.train.batch_size, seed=seed, order=cfg.train.batch_order)
+        for seed in seeds]
     table_dtype = np.float32 if cfg.model.dtype == 'float32' else jnp.bfloat16
     table_bytes = int(train_split.num_segments.sum()) * train_split.feature_dim * \
         np.dtype(table_dtype).itemsize

@@ -184,7 +184,7 @@ def load_run(path: str, *, which: str = 'best', seed: int | None = None, overrid
 
 
 def action_mask(gt: dataset.GroundTruth, num_segments: int, num_sampled: int,
-                segment_seconds: float) -> np.ndarray:
+                segment_seconds: float, *, fixed: bool = False) -> np.ndarray:
     """Which test-sampled segments lie inside a ground-truth instance (any class).
 
     Sampled segment i is original segment ``j = sampling.test_indices(n, T)[i]``, spanning
@@ -193,7 +193,7 @@ def action_mask(gt: dataset.GroundTruth, num_segments: int, num_sampled: int,
     Returns:
       (num_sampled,) bool.
     """
-    index = sampling.test_indices(num_segments, max(num_sampled, 1))[:num_sampled]
+    index = sampling.test_indices(num_segments, max(num_sampled, 1), fixed=fixed)[:num_sampled]
     centre = (index + 0.5) * segment_seconds
     seg = np.asarray(gt.segments, np.float64).reshape(-1, 2)
     return np.any((centre[:, None] >= seg[None, :, 0]) & (centre[:, None] <= seg[None, :, 1]),
@@ -219,7 +219,8 @@ def segment_magnitudes(run: RunView, params=None) -> tuple[np.ndarray, np.ndarra
             raise UserError(f'{run.workdir}: method {run.cfg.method} gives no feature magnitudes')
         magnitudes = np.asarray(out.outputs['magnitudes'])[:out.length]
         mask = action_mask(run.split.gt[v], int(run.split.num_segments[v]),
-                           out.length, _segment_seconds(run.cfg, run.split, v))
+                           out.length, _segment_seconds(run.cfg, run.split, v),
+                           fixed=run.cfg.data.test_sampling == 'fixed')
         action.append(magnitudes[mask])
         background.append(magnitudes[~mask])
     return (np.concatenate(action).astype(np.float64),
