@@ -16,6 +16,7 @@ error, not a silently ignored setting. Overrides are parsed by the type of the f
 (never ``eval``'d).
 """
 
+import contextlib
 import difflib
 import importlib.util
 import json
@@ -354,6 +355,11 @@ def load_config(path: str, overrides: list[str] = ()) -> ml_collections.ConfigDi
     (:func:`rebase`) before the other overrides.
     """
     cfg = _read_saved(path) if path.endswith('.json') else _run_config_file(path)
+    method = cfg.get('method', 'um')
+    if isinstance(method, str) and method.endswith('.py') and not os.path.isabs(method):
+        # A method file named in a config file is relative to that file.
+        with cfg.unlocked() if cfg.is_locked else contextlib.nullcontext():
+            cfg.method = os.path.join(os.path.dirname(os.path.abspath(path)), method)
     chosen = [o for o in overrides if _override_key(o) == 'method']
     if chosen:
         method = chosen[-1].split('=', 1)[1]
