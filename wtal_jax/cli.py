@@ -296,7 +296,7 @@ def cmd_bench(args, overrides) -> int:
         return _bench_suite(args)
     shape = bench.Shape(batch_size=args.batch_size, segments=args.segments,
                         feature_dim=args.feature_dim, embed_dim=args.embed_dim,
-                        classes=args.classes)
+                        classes=args.classes, config=args.config or '')
     for figures in bench.run(args.which, shape, data=args.data, devices=args.devices,
                              repeats=args.repeats, dtype=args.dtype, steps=args.steps,
                              train_videos=args.train_videos, test_videos=args.test_videos,
@@ -361,6 +361,9 @@ def _add_bench(sub) -> None:
     p.add_argument('--feature-dim', type=int, default=sizes.feature_dim, help='D, feature size')
     p.add_argument('--embed-dim', type=int, default=sizes.embed_dim, help='E, embedding size')
     p.add_argument('--classes', type=int, default=sizes.classes, help='C, number of classes')
+    p.add_argument('--config', help="a config file whose method and model settings to time "
+                                    "(e.g. configs/basnet_thumos14.py; default: UM's); the "
+                                    'sizes above replace its own')
     p.add_argument('--dtype', choices=bench.DTYPES, default='float32',
                    help='model.dtype of train-step, loop and seeds: features and matmuls')
     p.add_argument('--repeats', type=int, default=3,

@@ -41,12 +41,15 @@ LOOP_TRAIN_VIDEOS = 59
 
 
 class Shape(NamedTuple):
-    """The sizes a benchmark runs at; the defaults are THUMOS'14's (SPEC §1, §2)."""
+    """The sizes a benchmark runs at; the defaults are THUMOS'14's (SPEC §1, §2). ``config``
+    is the config file whose method (and other model settings) it runs, '' for the default
+    (UM); the sizes replace the file's."""
     batch_size: int = 16     # B, videos per training step
     segments: int = 750      # T, segments a video is sampled to
     feature_dim: int = 2048  # D
     embed_dim: int = 2048    # E
     classes: int = 20        # C
+    config: str = ''
 
 
 class VideoSet(NamedTuple):
@@ -78,21 +81,54 @@ def matmul_gflops(m: int, k: int, n: int, repeats: int, dtype: str = 'float32') 
 
 
 def train_step_flops(b: int, t: int, d: int, e: int, c: int) -> float:
-    """Model FLOPs of one step: conv forward and weight gradient (2 x 2BT3DE), classifier
+    """Model FLOPs of one UM step: conv forward and weight gradient (2 x 2BT3DE), classifier
     forward, weight and input gradients (3 x 2BTEC). The input gradient of the conv is not
     needed (features are fixed) and XLA does not compute it."""
     return 2 * (2.0 * b * t * 3 * d * e) + 3 * (2.0 * b * t * e * c)
 
 
-def forward_flops(lengths, d: int, e: int, c: int) -> float:
-    """Useful FLOPs of the inference forward pass over real (unpadded) segments."""
-    return float(np.sum(lengths)) * (2.0 * 3 * d * e + 2.0 * e * c)
+def basnet_step_flops(b: int, t: int, d: int, e: int, c: int, f: int) -> float:
+    """Model FLOPs of one BaS-Net step (SPEC §8.3), counted as :func:`train_step_flops`: per
+    branch, the first CAS conv forward and weight gradient (2 x 2BT3DE), the second and the
+    classifier forward, weight and input gradients (3 x 2BT3EE, 3 x 2BTE(C+1)); the suppressed
+    branch's first conv also its input gradient (2BT3DE, the filter learns through it); the
+    filter's two k = 1 convs (2 x 2BTDF, 3 x 2BTF)."""
+    branch = 2 * (2.0 * b * t * 3 * d * e) + 3 * (2.0 * b * t * 3 * e * e) + \
+        3 * (2.0 * b * t * e * (c + 1))
+    return 2 * branch + 2.0 * b * t * 3 * d * e + 2 * (2.0 * b * t * d * f) + \
+        3 * (2.0 * b * t * f)
+
+
+def step_flops(cfg, b: int, t: int) -> float | None:
+    """Model FLOPs of one training step of ``cfg``'s method; None for a method of one's own."""
+    d, e, c = cfg.data.feature_dim, cfg.model.embed_dim, len(cfg.data.class_names)
+    if cfg.method == 'um':
+        return train_step_flops(b, t, d, e, c)
+    if cfg.method == 'basnet':
+        return basnet_step_flops(b, t, d, e, c, cfg.model.filter_dim)
+    return None
+
+
+def forward_flops(lengths, d: int, e: int, c: int, *, method: str = 'um',
+                  filter_dim: int = 0) -> float | None:
+    """Useful FLOPs of the inference forward pass over real (unpadded) segments: UM's conv and
+    classifier; BaS-Net's filter and suppressed branch (its inference skips the base branch);
+    None for a method of one's own."""
+    if method == 'um':
+        per_segment = 2.0 * 3 * d * e + 2.0 * e * c
+    elif method == 'basnet':
+        per_segment = (2.0 * 3 * d * e + 2.0 * 3 * e * e + 2.0 * e * (c + 1) +
+                       2.0 * d * filter_dim + 2.0 * filter_dim)
+    else:
+        return None
+    return float(np.sum(lengths)) * per_segment
 
 
 def _check(shape: Shape, *, devices: int, **counts: int) -> None:
     """Every size, the device count and the other ``counts`` must be at least 1, and the
     devices must exist and divide the batch."""
-    bad = [f'{name} {value}' for name, value in (*shape._asdict().items(), ('devices', devices),
+    sizes = {k: v for k, v in shape._asdict().items() if k != 'config'}
+    bad = [f'{name} {value}' for name, value in (*sizes.items(), ('devices', devices),
                                                  *counts.items()) if value < 1]
     if bad:
         raise UserError(f'sizes must be at least 1: {", ".join(bad)}')
@@ -113,10 +149,14 @@ def class_names(count: int) -> tuple[str, ...]:
 
 def bench_config(shape: Shape, *, dtype: str = 'float32', seeds: tuple[int, ...] = (0,),
                  devices: int = 1):
-    """The default config at ``shape``, training ``seeds`` at once on ``devices`` local
-    devices; no data folder."""
+    """The config of ``shape.config`` (the default: UM's) at ``shape``, training ``seeds`` at
+    once on ``devices`` local devices; no data folder."""
     from wtal_jax import config
-    cfg = config.default_config()
+    if shape.config:
+        cfg = config.load_config(shape.config)
+        cfg.unlock()
+    else:
+        cfg = config.default_config()
     cfg.data.feature_dim = shape.feature_dim
     cfg.data.num_segments = shape.segments
     cfg.data.class_names = class_names(shape.classes)
@@ -183,7 +223,7 @@ def bench_train_step(shape: Shape, *, devices: int = 1, repeats: int = 3,
     from wtal_jax.method.common import DTYPES
     import jax
     from wtal_jax.runs import distributed
-    b, t, d, e, c = shape
+    b, t, d, e, c = shape[:5]
     cfg = bench_config(shape, dtype=dtype, devices=devices)
     rng = np.random.default_rng(0)
     table = rng.random((b * t, d), dtype=np.float32)   # one batch's worth of segments
@@ -202,11 +242,13 @@ def bench_train_step(shape: Shape, *, devices: int = 1, repeats: int = 3,
     host_seconds = time_steps(
         host, lambda i: distributed.global_batch(host_batch, host.batch_sharding), None,
         repeats) / repeats
-    flops = train_step_flops(b, t, d, e, c)
-    return {'benchmark': 'train-step', 'device': str(jax.devices()[0].device_kind),
+    flops = step_flops(cfg, b, t)
+    return {'benchmark': 'train-step', 'method': cfg.method,
+            'device': str(jax.devices()[0].device_kind),
             'devices': devices, 'dtype': dtype, 'batch_size': b, 'segments': t,
             'feature_dim': d, 'embed_dim': e, 'classes': c, 'seconds_per_step': seconds,
-            'host_seconds_per_step': host_seconds, 'gflops_per_second': flops / seconds / 1e9,
+            'host_seconds_per_step': host_seconds,
+            'gflops_per_second': None if flops is None else flops / seconds / 1e9,
             'matmul_gflops_per_second': matmul_gflops(b * t, 3 * d, e, repeats, dtype)}
 
 
@@ -439,7 +481,7 @@ def bench_seeds(shape: Shape, *, seeds: int = 5, steps: int = 10, devices: int =
     from wtal_jax.data import pipeline
     from wtal_jax import training
     from wtal_jax.runs import distributed
-    b, t, d, e, c = shape
+    b, t, d, e, c = shape[:5]
     rng = np.random.default_rng(0)
     lengths = rng.integers(*LOOP_TRAIN_LENGTHS, 2 * b, endpoint=True)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -547,10 +589,9 @@ def _random_model_scores(shape: Shape, lengths):
     """Packed inference with random weights on random features of the given lengths."""
     import jax
     from wtal_jax import config
-    from wtal_jax.postprocess import inference
-    cfg = config.default_config()
-    cfg.model.embed_dim = shape.embed_dim
     from wtal_jax import method as method_lib
+    from wtal_jax.postprocess import inference
+    cfg = bench_config(shape)
     method = method_lib.load(cfg.method)
     model = method.model(cfg, shape.classes)
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 8, shape.feature_dim), np.float32),
@@ -558,7 +599,8 @@ def _random_model_scores(shape: Shape, lengths):
     rng = np.random.default_rng(0)
     features = [rng.random((n, shape.feature_dim), dtype=np.float32) for n in lengths]
     packed = inference.pack(features, num_segments=shape.segments,
-                            chunk_size=cfg.eval.chunk_segments)
+                            chunk_size=cfg.eval.chunk_segments,
+                            fixed=cfg.data.test_sampling == 'fixed')
     predictor = inference.Predictor(method, model, config.frozen(cfg))
     return cfg, predictor, params, packed
 
@@ -572,14 +614,15 @@ def bench_inference(shape: Shape, test: VideoSet, *, repeats: int = 3) -> dict:
     seconds = _timed(lambda: predictor(params, packed, num_segments=shape.segments), repeats)
     with_copy = _timed(lambda: predictor(params, host_packed, num_segments=shape.segments),
                        repeats)
-    flops = forward_flops(packed.lengths, shape.feature_dim, shape.embed_dim, shape.classes)
+    flops = forward_flops(packed.lengths, shape.feature_dim, shape.embed_dim, shape.classes,
+                          method=cfg.method, filter_dim=cfg.model.get('filter_dim', 0))
     chunk = cfg.eval.chunk_segments
-    return {'benchmark': 'inference', 'data': test.source,
+    return {'benchmark': 'inference', 'method': cfg.method, 'data': test.source,
             'device': str(jax.devices()[0].device_kind),
             'videos': len(test.videos), 'segments': shape.segments,
             'feature_dim': shape.feature_dim, 'embed_dim': shape.embed_dim,
             'classes': shape.classes, 'seconds': seconds, 'seconds_with_host_copy': with_copy,
-            'gflops_per_second': flops / seconds / 1e9,
+            'gflops_per_second': None if flops is None else flops / seconds / 1e9,
             'packing_efficiency': float(packed.lengths.sum()) / packed.chunks.shape[0] / chunk,
             'compilations': predictor.compilations,
             'matmul_gflops_per_second': matmul_gflops(chunk, 3 * shape.feature_dim,
