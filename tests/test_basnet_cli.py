@@ -3,7 +3,9 @@ on a tiny synthetic data set (test_cli.py's); the PyTorch round trip with the re
 (``tests/basnet_release.py``); bad input answered in one line with exit status 2, nothing
 written."""
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -16,12 +18,16 @@ import pytest
 
 import basnet_release as rel
 from test_basnet import small_torch
+from test_basnet_scores import assert_same_detections
 from test_cli import (SYNTHETIC_CONFIG, TINY, assert_ok, assert_one_line_error,  # noqa: F401
                       data_root, video_names)
 from wtal_jax import cli, config
+from wtal_jax.data import splits
 from wtal_jax.method.basnet import METHOD
 from wtal_jax.method.um import METHOD as UM
+from wtal_jax.postprocess.evaluator import Evaluator
 from wtal_jax.runs import rundir
+from wtal_jax.tools import torch_convert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASNET_CONFIG = os.path.join(REPO, 'configs', 'basnet_thumos14.py')
@@ -120,8 +126,18 @@ def test_train_writes_a_basnet_run(basnet_run):
     assert {'0.1:0.7', '0.1:0.9'} <= set(report['summary']['selected']['averages'])
 
 
-def test_evaluate_and_detect(basnet_run, data_root, tmp_path, capsys):
-    proc = run(capsys, 'evaluate', '--workdir', basnet_run, '--quiet')
+@pytest.fixture(scope='module')
+def evaluated(basnet_run):
+    """``evaluate`` of the BaS-Net run (its best step on the selection split): its output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(['evaluate', '--workdir', basnet_run, '--quiet'])
+    return types.SimpleNamespace(returncode=status, stdout=out.getvalue(),
+                                 stderr=err.getvalue())
+
+
+def test_evaluate_and_detect(basnet_run, evaluated, data_root, tmp_path, capsys):
+    proc = evaluated
     assert_ok(proc)
     lines = proc.stdout.splitlines()
     assert any(line.startswith('mAP@tIoU') and line.endswith('0.8 0.9') for line in lines)
@@ -154,6 +170,42 @@ def test_evaluate_and_detect(basnet_run, data_root, tmp_path, capsys):
                                    rtol=1e-6)
 
 
+def test_evaluate_gives_the_releases_results_and_accuracy(torch, basnet_run, evaluated):
+    """The evaluated checkpoint in the release's model (its exported weights) gives our network
+    outputs on every test video, and the release's test() on those outputs gives exactly the
+    results file and the video accuracy that ``evaluate`` wrote."""
+    assert_ok(evaluated)
+    with open(os.path.join(basnet_run, 'metrics_test.json')) as f:
+        metrics = json.load(f)
+    with open(os.path.join(basnet_run, 'results_test.json')) as f:
+        written = json.load(f)['results']
+    ckpt = rundir.load_checkpoint(os.path.join(basnet_run, 'checkpoints', str(metrics['step'])))
+    split = splits.load_split(ckpt.cfg, 'test', ckpt.names, progress=False)
+    outputs = Evaluator(ckpt.cfg, split, ckpt.model, split_name='test').outputs(
+        ckpt.state.params)
+    model = release_model(torch, num_classes=len(ckpt.names))
+    model.load_state_dict(torch_convert.params_to_torch_state_dict(ckpt.state.params, ckpt.cfg),
+                          strict=True)
+    videos = []
+    for name, feats, label, out in zip(split.names, split.features, split.labels, outputs):
+        x = feats[rel.release_sample_test(len(feats), 32)]
+        with torch.no_grad():
+            _, _, p_supp, cas_supp, _ = model(torch.from_numpy(x[None]))
+        assert out.length == 32
+        ours = out.outputs['p_supp'], out.outputs['cas_supp'][:32]
+        np.testing.assert_allclose(ours[0], p_supp[0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours[1], cas_supp[0].numpy(), rtol=1e-4, atol=1e-5)
+        videos.append((name, label, *ours, len(feats)))
+    want, accuracy = rel.release_test(videos, class_names=ckpt.names, num_segments=32,
+                                      on_crash='skip_threshold')
+    assert list(written) == list(want['results'])
+    assert sum(len(d) for d in want['results'].values()) > 20
+    for name, detections in want['results'].items():
+        assert_same_detections(written[name], detections)
+    assert metrics['video_accuracy'] == pytest.approx(accuracy, abs=1e-15)
+    assert metrics['accuracy_threshold'] == 0.25
+
+
 def test_synthetic_config_rebased_on_basnet():
     cfg = config.load_config(SYNTHETIC_CONFIG, ['--config.method=basnet'])
     assert cfg.method == 'basnet' and cfg.synthetic.enabled
@@ -182,7 +234,7 @@ def test_export_loads_into_the_release_and_converts_back_bit_for_bit(torch, basn
     back = rundir.load_checkpoint(converted)
     assert back.names == source.names and back.cfg.method == 'basnet'
     jax.tree.map(np.testing.assert_array_equal, back.state.params, source.state.params)
-    assert jax.tree.leaves(jax.tree.map(lambda a: a.dtype == np.float32, back.state.params))
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(back.state.params))
     # and the release's forward equals ours on the converted run
     x = np.random.default_rng(0).random((2, 32, 16)).astype(np.float32)
     with torch.no_grad():
@@ -222,7 +274,8 @@ METHOD_FILES = {
     'no METHOD': ('X = 1\n', ['defines no METHOD']),
     'not a Method': ('METHOD = {"name": "x"}\n', ['METHOD is a dict']),
     'missing function': ('from wtal_jax.method.basnet import METHOD as _B\n'
-                         'METHOD = _B._replace(losses=None)\n', ['METHOD.losses', 'not a function']),
+                         'METHOD = _B._replace(losses=None)\n',
+                         ['METHOD.losses', 'not a function']),
     'two missing': ('from wtal_jax.method.basnet import METHOD as _B\n'
                     'METHOD = _B._replace(model=None, scores="x")\n',
                     ['METHOD.model, METHOD.scores are not']),
