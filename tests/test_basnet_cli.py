@@ -363,11 +363,6 @@ def test_init_from_a_run_of_the_other_method_fails_cleanly(direction, basnet_run
     assert [os.path.relpath(f, workdir) for f in files_under(workdir)] in ([], ['.lock'])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'init_from across methods is found only after the data is loaded (a "note: 5 of the 20 '
-    'training videos are held out" line comes first), and the message dumps both parameter '
-    'trees and says "check data.feature_dim and model.embed_dim" instead of saying the run is '
-    'one of the other method (runs/loop.py: _init_from)'))
 @pytest.mark.parametrize('direction', INIT_FROM)
 def test_init_from_a_run_of_the_other_method_says_so_in_one_line(direction, basnet_run, um_run,
                                                                  data_root, tmp_path, capsys):
