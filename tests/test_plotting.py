@@ -76,7 +76,7 @@ def test_magnitude_figure_has_before_and_after_histograms(run):
 
 def test_segment_magnitudes_split_every_segment(run):
     action, background = plotting.segment_magnitudes(run)
-    total = sum(len(s.magnitudes) for s in run.scores())
+    total = sum(out.length for out in run.outputs())
     assert action.size + background.size == total
     assert action.size > 0 and background.size > 0
 
@@ -87,11 +87,12 @@ def test_timeline_figure_stacks_scores_magnitude_detections_and_gt(run):
     assert len(axes) == 4
     video = run.split.names[run.video_index()]
     assert axes[0].get_title().startswith(video)
-    assert [ax.get_ylabel() for ax in axes] == ['score', 'magnitude u', 'detection score',
+    assert [ax.get_ylabel() for ax in axes] == ['score', 'sequence', 'detection score',
                                                 'ground truth']
     assert axes[3].get_xlabel() == 'time (s)'
-    assert len(axes[0].get_lines()) == 2  # fused score and segment softmax
-    assert len(axes[1].get_lines()) == 1
+    # fused score and segment softmax (each with its dotted extrapolated tail)
+    assert _line_labels(axes[0]) == ['segment score', 'segment softmax (unfused)']
+    assert _line_labels(axes[1]) == ['shared sequence (family 2)']  # the magnitude u
     assert axes[2].collections or axes[2].texts  # detections, or "no detections"
     assert axes[3].collections  # ground-truth bars
     assert_not_blank(_pixels(fig))
@@ -137,12 +138,12 @@ def test_timeline_time_axis_and_ground_truth(run):
     t = plotting.video_timeline(run, video, class_name)
     v = run.split.names.index(video)
     # Positions are centres of equal steps that cover the whole video: n segments of 0.64 s.
-    seconds = run.split.num_segments[v] * run.cfg.data.segment_seconds
+    seconds = run.split.num_segments[v] * run.cfg.data.segment_frames / run.cfg.data.fps
     step = np.diff(t.times)
     np.testing.assert_allclose(step, step[0], rtol=1e-9)
     np.testing.assert_allclose([t.times[0] - step[0] / 2, t.times[-1] + step[0] / 2],
                                [0.0, seconds], rtol=1e-9, atol=1e-9)
-    assert t.times.shape == t.fused.shape == t.softmax.shape == t.magnitude.shape
+    assert t.times.shape == t.score.shape == t.softmax.shape == t.sequences[0].values.shape
     gt = run.split.gt[v]
     c = run.names.index(class_name)
     np.testing.assert_array_equal(t.gt, gt.segments[gt.classes == c])
@@ -160,15 +161,15 @@ def test_timeline_refuses_unknown_names(run):
 def test_curves_figure_shows_losses_and_map(tiny_run):
     fig = plotting.curves_figure(tiny_run)
     axes = fig.get_axes()
-    assert len(axes) == 4
+    assert len(axes) == 5
+    # UM's losses (SPEC §4): the total first, then the terms as the rows hold them
     assert [ax.get_title() for ax in axes] == [
-        'L_cls (classification)', 'L_um (uncertainty modelling)', 'L_be (background entropy)',
-        'detection mAP on test']
-    for ax in axes[:3]:
-        assert len(ax.get_lines()) == 1 and len(ax.get_lines()[0].get_xdata()) == 3
-    # one line per tIoU threshold, the average, and the average on the selection split
-    assert len(axes[3].get_lines()) == 7 + 2
-    assert axes[3].get_ylabel() == 'mAP (%)'
+        'loss', 'loss_be', 'loss_cls', 'loss_um', 'detection mAP on test']
+    for ax in axes[:4]:  # the curve and the selected step's mark
+        assert len(ax.get_lines()) == 2 and len(ax.get_lines()[0].get_xdata()) == 3
+    # one line per tIoU threshold, the average, the average on the selection split, the mark
+    assert len(axes[4].get_lines()) == 7 + 2 + 1
+    assert axes[4].get_ylabel() == 'mAP (%)'
     assert_not_blank(_pixels(fig))
 
 
@@ -182,8 +183,9 @@ def test_plot_command_writes_the_pngs(tiny_run, tmp_path, capsys):
     out = tmp_path / 'figures'
     assert cli.main(['plot', '--workdir', tiny_run, '--out', str(out), '--quiet']) == 0
     files = sorted(os.listdir(out))
-    assert files[0] == 'curves.png' and files[1] == 'magnitudes.png'
+    assert files[0] == 'curves_seed0.png' and files[1] == 'magnitudes_seed0.png'
     assert len(files) == 3 and files[2].startswith('timeline_video_test_')
+    assert files[2].endswith('_seed0.png')
     for name in files:
         assert_not_blank(255 * matplotlib.image.imread(str(out / name))[..., :3])
     assert capsys.readouterr().out.count('wrote ') == 3
@@ -234,3 +236,12 @@ def test_save_png_cut_off_midway_keeps_the_previous_file(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 2000
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures of any method (UM and BaS-Net), the comparison (paper Fig. 4), seeds, titles
+
+
+def _line_labels(ax) -> list[str]:
+    """Labels of an axes' labelled lines (matplotlib names unlabelled ones '_child...')."""
+    return [line.get_label() for line in ax.get_lines() if not line.get_label().startswith('_')]
