@@ -19,6 +19,7 @@ from wtal_jax.postprocess import localization
 from wtal_jax.tools import plotting  # noqa: E402
 from wtal_jax.tools.plots import compare as compare_plots, timeline as timeline_plots
 from wtal_jax.errors import UserError  # noqa: E402
+from wtal_jax.method.um.scores import from_output  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       'configs', 'synthetic.py')
@@ -82,7 +83,7 @@ def test_magnitude_figure_has_before_and_after_histograms(run):
 
 def test_segment_magnitudes_split_every_segment(run):
     action, background = plotting.segment_magnitudes(run)
-    total = sum(out.length for out in run.outputs())
+    total = sum(len(from_output(o).magnitudes) for o in run.outputs())
     assert action.size + background.size == total
     assert action.size > 0 and background.size > 0
 
@@ -144,7 +145,7 @@ def test_timeline_time_axis_and_ground_truth(run):
     t = plotting.video_timeline(run, video, class_name)
     v = run.split.names.index(video)
     # Positions are centres of equal steps that cover the whole video: n segments of 0.64 s.
-    seconds = run.split.num_segments[v] * run.cfg.data.segment_frames / run.cfg.data.fps
+    seconds = run.split.num_segments[v] * config.segment_seconds(run.cfg)
     step = np.diff(t.times)
     np.testing.assert_allclose(step, step[0], rtol=1e-9)
     np.testing.assert_allclose([t.times[0] - step[0] / 2, t.times[-1] + step[0] / 2],
@@ -501,8 +502,7 @@ def test_compare_figure_rows_name_each_method_on_one_time_axis(bas, run):
     assert axes[0].get_title(loc='left').startswith('basnet: run basnet, seed 0, step ')
     assert axes[2].get_title(loc='left').startswith('um: run run, seed 0, step ')
     assert fig.get_suptitle() == f'{video}: {class_name}'
-    end = run.split.num_segments[run.split.names.index(video)] * \
-        run.cfg.data.segment_frames / run.cfg.data.fps
+    end = run.split.num_segments[run.split.names.index(video)] * config.segment_seconds(run.cfg)
     for ax in axes:
         np.testing.assert_allclose(ax.get_xlim(), (0.0, end))
     assert axes[-1].get_xlabel() == 'time (s)'
