@@ -3,6 +3,7 @@ Fig. 2), for a method whose video outputs hold ``magnitudes`` ((T,) per video)."
 
 import numpy as np
 
+from wtal_jax import config
 from wtal_jax.data import dataset, sampling
 from wtal_jax.errors import UserError
 from wtal_jax.tools.plots.canvas import COLORS, new_figure
@@ -32,7 +33,7 @@ def _segment_seconds(cfg, split: dataset.Split, v: int) -> float:
     """Seconds per original segment of video ``v``, as ``data.load_split`` clips by."""
     if cfg.data.use_duration and np.isfinite(split.durations[v]):
         return float(split.durations[v]) / int(split.num_segments[v])
-    return float(cfg.data.segment_frames / cfg.data.fps)
+    return float(config.segment_seconds(cfg))
 
 
 def segment_magnitudes(run: RunView, params=None) -> tuple[np.ndarray, np.ndarray]:
