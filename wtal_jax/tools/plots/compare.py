@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from wtal_jax.errors import UserError
-from wtal_jax.tools.plots.canvas import COLORS, new_figure, value_range
+from wtal_jax.tools.plots.canvas import OUTSIDE, new_figure, value_range
 from wtal_jax.tools.plots.run import RunView
 from wtal_jax.tools.plots.timeline import Timeline, draw_curve, draw_gt, mark_tail, \
     video_timeline
@@ -107,7 +107,7 @@ def compare_figure(timelines: Sequence[Timeline], *, min_relative: float = 0.5):
         _detection_bars(bars, t, color, min_relative)
         bars.set_ylabel(f'{name}\ndetections', rotation=0, ha='right', va='center',
                         fontsize='small')
-    draw_gt(axes[-1], first, legend=False)
+    draw_gt(axes[-1], first, legend={**OUTSIDE, 'fontsize': 'x-small'})
     axes[-1].set_ylabel('ground truth', rotation=0, ha='right', va='center', fontsize='small')
     axes[-1].set_xlabel('time (s)')
     axes[-1].set_xlim(0, max(t.end for t in timelines))

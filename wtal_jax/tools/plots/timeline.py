@@ -165,8 +165,9 @@ def draw_band(ax, thresholds, *, label: str) -> None:
                    label=label)
 
 
-def draw_gt(ax, t: Timeline, *, legend: bool = True) -> None:
-    """Ground truth of the class (green) and of the other classes (grey) as bars."""
+def draw_gt(ax, t: Timeline, *, legend: dict = OUTSIDE) -> None:
+    """Ground truth of the class (green) and of the other classes (grey) as bars, with a
+    legend placed by ``legend`` (matplotlib's keywords)."""
     for segs, color, label in ((t.gt_other, COLORS['gt_other'], 'other classes'),
                                (t.gt, COLORS['gt'], t.class_name)):
         if len(segs):
@@ -175,8 +176,8 @@ def draw_gt(ax, t: Timeline, *, legend: bool = True) -> None:
     ax.set_ylim(0, 1)
     ax.set_yticks([])
     ax.set_ylabel('ground truth')
-    if legend and (len(t.gt) or len(t.gt_other)):
-        ax.legend(**OUTSIDE)
+    if len(t.gt) or len(t.gt_other):
+        ax.legend(**legend)
 
 
 TAIL_LABEL = 'extrapolated tail (clipped)'
