@@ -15,7 +15,6 @@ pytest.importorskip('matplotlib', reason='figures need the [viz] extra (matplotl
 from wtal_jax import cli, config
 from wtal_jax.data import dataset
 from wtal_jax.runs import loop
-from wtal_jax.postprocess import localization
 from wtal_jax.tools import plotting  # noqa: E402
 from wtal_jax.tools.plots import compare as compare_plots, timeline as timeline_plots
 from wtal_jax.errors import UserError  # noqa: E402
