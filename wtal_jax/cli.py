@@ -463,28 +463,47 @@ def _add_torch_commands(sub) -> None:
 def cmd_plot(args, overrides) -> int:
     from wtal_jax.tools import plotting
     plotting.require_matplotlib()  # fail before any loading when matplotlib is missing
-    run = plotting.load_run(args.workdir, which=args.which, seed=args.seed, overrides=overrides,
-                            progress=not args.quiet)
-    out = args.out or os.path.join(run.workdir, 'plots')
-    for path in plotting.write_figures(run, out, video=args.video, class_name=args.class_name):
+    paths = args.compare or [args.workdir]
+    if args.compare is not None and len(paths) < 2:
+        raise UserError(f'--compare needs at least two runs, got {len(paths)}')
+    runs = [plotting.load_run(path, which=args.which, seed=args.seed, overrides=overrides,
+                              progress=not args.quiet) for path in paths]
+    out = args.out or os.path.join(runs[0].workdir, 'plots')
+    if args.compare is not None:
+        written = [plotting.write_compare(runs, out, video=args.video,
+                                          class_name=args.class_name)]
+    else:
+        written = plotting.write_figures(runs[0], out, video=args.video,
+                                         class_name=args.class_name)
+    for path in written:
         print(f'wrote {path}')
     return 0
 
 
 def _add_plot(sub) -> None:
-    p = _subparser(sub, 'plot', 'figures of a run: magnitudes, a video timeline, curves',
+    p = _subparser(sub, 'plot', 'figures of a run (magnitudes, a video timeline, curves), or '
+                                'the comparison of runs on one video (paper Fig. 4)',
                    description='Writes PNG figures of a run: action vs background feature '
-                               'magnitudes before and after training (paper Fig. 2), one '
-                               "video's scores, detections and ground truth (paper Fig. 4), and "
-                               'the training curves. Needs the [viz] extra.')
-    p.add_argument('--workdir', required=True, help='run directory or RUN/checkpoints/STEP')
+                               'magnitudes before and after training (paper Fig. 2; methods '
+                               "whose outputs hold magnitudes), one video's scores, detections "
+                               'and ground truth, and the training curves, each file named by '
+                               'seed. With --compare, one PNG of several runs (e.g. BaS-Net '
+                               "and UM): each run's scores and detections above the ground "
+                               'truth on one time axis (paper Fig. 4). Needs the [viz] extra.')
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument('--workdir', help='run directory or RUN/checkpoints/STEP')
+    source.add_argument('--compare', nargs='+', metavar='RUN',
+                        help='two or more run directories (or RUN/checkpoints/STEP) of one '
+                             'split and class list, --seed and --which applying to each: '
+                             'writes compare_VIDEO_CLASS_seedS.png')
     p.add_argument('--video', help='test video of the timeline (default: the first with ground '
                                    'truth)')
     p.add_argument('--class', dest='class_name',
                    help="class of the timeline (default: the video's first ground-truth class)")
     _add_which(p)
     _add_seed(p)
-    p.add_argument('--out', help='folder for the PNG files (default: WORKDIR/plots)')
+    p.add_argument('--out', help='folder for the PNG files (default: RUN/plots, of the first '
+                                 'run with --compare)')
     _add_quiet(p)
     p.set_defaults(func=cmd_plot)
 
