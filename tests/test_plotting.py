@@ -98,7 +98,7 @@ def test_timeline_figure_stacks_scores_magnitude_detections_and_gt(run):
     assert axes[3].get_xlabel() == 'time (s)'
     # fused score and segment softmax (each with its dotted extrapolated tail)
     assert _line_labels(axes[0]) == ['segment score', 'segment softmax (unfused)']
-    assert _line_labels(axes[1]) == ['shared sequence (family 2)']  # the magnitude u
+    assert _line_labels(axes[1]) == ['normalised magnitude u']  # UM's magnitude family, by its name
     assert axes[2].collections or axes[2].texts  # detections, or "no detections"
     assert axes[3].collections  # ground-truth bars
     assert_not_blank(_pixels(fig))

@@ -48,10 +48,12 @@ class Family(NamedTuple):
     ``sequence`` None: each class's own score, set to 0 below the threshold, and the runs
     scored on that thresholded score (the releases' proposals on the class activation). Else a
     (T',) sequence shared by the classes (UM's normalised magnitude): candidates where it is at
-    least the threshold and above 0, scored on the classes' unthresholded scores.
+    least the threshold and above 0, scored on the classes' unthresholded scores. ``name``
+    says what the sequence is, for figures.
     """
     thresholds: tuple[float, ...]
     sequence: np.ndarray | None = None
+    name: str = ''
 
 
 class VideoScores(NamedTuple):

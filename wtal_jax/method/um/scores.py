@@ -100,7 +100,7 @@ def video_scores(um: UMScores, hp, *, name: str = 'video') -> VideoScores:
     if 'score' in z.families:
         families.append(Family(tuple(z.score_thresholds)))
     if 'magnitude' in z.families and fuse:
-        families.append(Family(tuple(z.magnitude_thresholds), u))
+        families.append(Family(tuple(z.magnitude_thresholds), u, 'normalised magnitude u'))
     # Compared in its own dtype (float32 from the model), as the release compares its scores.
     return VideoScores(
         p_act=np.asarray(um.p_act), scores=fused_scores(um.cas_softmax, u if fuse else

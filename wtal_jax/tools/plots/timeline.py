@@ -28,10 +28,12 @@ class Sequence(NamedTuple):
       values: (L,) the upsampled sequence.
       thresholds: the family's thresholds.
       family: its index in ``VideoScores.families``.
+      name: what the sequence is (``Family.name``), or ''.
     """
     values: np.ndarray
     thresholds: tuple[float, ...]
     family: int
+    name: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +130,7 @@ def video_timeline(run: RunView, video: str | None = None,
         score_thresholds=tuple(t for f in vs.families if f.sequence is None
                                for t in f.thresholds),
         softmax=None if softmax is None else up(np.asarray(softmax)[:num_sampled, c]),
-        sequences=tuple(Sequence(up(f.sequence), tuple(f.thresholds), i)
+        sequences=tuple(Sequence(up(f.sequence), tuple(f.thresholds), i, f.name)
                         for i, f in enumerate(vs.families) if f.sequence is not None),
         proposals=_class_detections(vs, pool, c), detections=_class_detections(vs, cfg, c),
         gt=gt_seg[gt.classes == c], gt_other=gt_seg[gt.classes != c],
@@ -203,7 +205,7 @@ def _sequence_axes(ax, t: Timeline, seq: Sequence) -> None:
     mark_tail(ax, t)
     draw_band(ax, seq.thresholds, label='its thresholds')
     draw_curve(ax, t, seq.values, color=COLORS['sequence'], lw=1.5,
-               label=f'shared sequence (family {seq.family + 1})')
+               label=seq.name or f'shared sequence (family {seq.family + 1})')
     ax.set_ylabel('sequence')
     ax.set_ylim(*value_range(seq.values[:t.measured]))
     ax.legend(**OUTSIDE)
