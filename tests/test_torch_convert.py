@@ -518,5 +518,5 @@ def test_conversion_function_errors_without_the_cli():
 
 
 def test_export_function_rejects_other_parameters(torch):
-    with pytest.raises(ValueError, match='not um parameters'):
+    with pytest.raises(ValueError, match='not the parameters of a um network'):
         torch_convert.params_to_torch_state_dict({'embed': {}}, small_config())

@@ -345,7 +345,8 @@ def _add_bench(sub) -> None:
                         'timed together); all. Or --suite instead')
     g = p.add_argument_group('the suite: every benchmark in one prepared run, one table')
     g.add_argument('--suite', choices=bench_suite.SUITES,
-                   help='run the suite instead of one benchmark (its sizes: --scale)')
+                   help='run the suite instead of one benchmark (its sizes: --scale) (default: one '
+                        'benchmark)')
     g.add_argument('--scale', choices=('auto', *bench_suite.SCALES), default='auto',
                    help="sizes of the suite: thumos (THUMOS'14's: B=16, T=750, D=E=2048, C=20, "
                         '10,000 protocol steps), quick (B=4, T=32, D=E=32, 40 protocol steps), '

@@ -292,7 +292,8 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                    bar_format=BAR_FORMAT)
         stream = pipeline.prefetch(make_batch, start, num_steps,
                                    buffer_size=cfg.train.prefetch,
-                                   num_workers=1 if table is not None else cfg.train.prefetch_workers)
+                                   num_workers=1 if table is not None
+                                   else cfg.train.prefetch_workers)
         window_start, window_time, last_map = start, time.perf_counter(), None
         try:
             for index, host_batch in stream:

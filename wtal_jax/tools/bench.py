@@ -234,7 +234,7 @@ def bench_train_step(shape: Shape, *, devices: int = 1, repeats: int = 3,
     gathered = compiled_step(cfg, gather=True)
     on_device = distributed.global_batch(dict(batch, index=index), gathered.batch_sharding)
     device_table = jax.device_put(table.astype(DTYPES[dtype]), gathered.replicated)
-    seconds = time_steps(gathered, lambda i: on_device, device_table, repeats) / repeats
+    seconds = time_steps(gathered, lambda i, batch=on_device: batch, device_table, repeats) / repeats
     del gathered, on_device, device_table
 
     host = compiled_step(cfg, gather=False)

@@ -282,7 +282,7 @@ def params_to_torch_state_dict(params, cfg) -> 'collections.OrderedDict':
     try:
         arrays = found.torch.to_arrays(params)
     except (KeyError, TypeError) as e:
-        raise ValueError(f'not {found.name} parameters: missing {e}') from None
+        raise ValueError(f'not the parameters of a {found.name} network: missing {e}') from None
     # Writable contiguous copies: torch.from_numpy shares memory and warns on read-only arrays.
     return collections.OrderedDict(
         (key, torch.from_numpy(np.array(arrays[key], np.float32, order='C', copy=True)))
@@ -345,8 +345,9 @@ def convert(model_path: str, cfg, workdir: str, *, force: bool = False
         state = built.state.replace(params=stacked, opt_state=jax.vmap(built.tx.init)(stacked))
         run.write_config(cfg)  # before the checkpoint: a crash leaves no orphan
         run.manager(cfg, num_seeds=1)
-        if not checkpoints.save_checkpoint(run, 0, checkpoints.saved_state(state, built.losses), cfg, names,
-                                          extra={'converted_from': os.path.abspath(model_path)}):
+        saved = checkpoints.saved_state(state, built.losses)
+        if not checkpoints.save_checkpoint(run, 0, saved, cfg, names,
+                                           extra={'converted_from': os.path.abspath(model_path)}):
             raise UserError(f'{model_path}: the state dict holds NaN or Inf values')
     return os.path.join(run.checkpoint_dir, '0'), names
 
