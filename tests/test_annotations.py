@@ -1,6 +1,6 @@
 """The one annotation reader (wtal_jax.data.annotations): what training and evaluation both read,
 and one-line errors for what they both refuse. The file-format cases shared with training are in
-test_data.py, the evaluation's in test_evaluation.py."""
+test_data.py, the evaluation's in test_eval_files.py."""
 
 import json
 import os

@@ -15,7 +15,7 @@ from wtal_jax import cli
 from wtal_jax.errors import UserError
 from wtal_jax.postprocess import average_precision, eval_files, snippet, tables
 from wtal_jax.postprocess import report as rp
-from test_evaluation import gt_doc, pred_doc, random_case, write_ambiguous, write_json
+from evaluation_cases import gt_doc, pred_doc, random_case, write_ambiguous, write_json
 
 RESULT_KEYS = {'tiou_thresholds', 'mAP', 'average_mAP', 'ap'}
 THUMOS_RANGES = {'0.1:0.5': [0.1, 0.2, 0.3, 0.4, 0.5],
