@@ -23,41 +23,6 @@ def np_bce(p, y):
     return -(y * log_p + (1 - y) * log_q)
 
 
-def test_normalize_labels():
-    labels = np.array([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0]], np.float32)
-    np.testing.assert_allclose(losses.normalize_labels(labels),
-                               [[0.5, 0, 0.5, 0], [0, 0, 0, 1], [0.25] * 4, [0, 0, 0, 0]])
-
-
-@pytest.mark.parametrize('p,y,expected', [
-    (0.0, 1.0, 100.0),             # log 0 clamped at -100
-    (0.0, 0.0, 0.0),
-    (1.0, 0.0, 100.0),             # log(1 - 1) clamped
-    (1.0, 1.0, 0.0),
-    (0.5, 0.3, math.log(2.0)),
-    (0.2, 1.0, -math.log(0.2)),
-    (0.2, 0.0, -math.log(0.8)),
-    (0.25, 0.5, -0.5 * math.log(0.25) - 0.5 * math.log(0.75)),
-])
-def test_binary_cross_entropy_hand_values(p, y, expected):
-    got = losses.binary_cross_entropy(jnp.float32(p), jnp.float32(y))
-    assert np.isfinite(got)
-    assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-6)
-
-
-def test_clamped_logs_have_finite_gradients_at_zero_and_one():
-    """Values clamped as torch's; the gradient there is 0, not NaN (0 * inf), so one saturated
-    probability cannot poison a whole step."""
-    import jax
-    for p in (0.0, 1.0, 1e-40, 1.0 - 1e-9):
-        for y in (0.0, 1.0, 0.25):
-            g = jax.grad(lambda q: losses.binary_cross_entropy(q, jnp.float32(y)))(jnp.float32(p))
-            assert np.isfinite(g), (p, y)
-    # Away from the clamp the gradient is the analytic one: (p - y) / (p (1 - p)).
-    g = jax.grad(lambda q: losses.binary_cross_entropy(q, 0.25))(jnp.float32(0.2))
-    assert float(g) == pytest.approx((0.2 - 0.25) / (0.2 * 0.8), rel=1e-5)
-
-
 @pytest.mark.parametrize('variant', ['release', 'paper'])
 def test_losses_through_a_saturated_softmax_have_finite_gradients(variant):
     import jax
@@ -86,15 +51,6 @@ def test_losses_through_a_saturated_softmax_have_finite_gradients(variant):
     g = np.where((p > 0) & (p < 1), g, 0.0)
     expected = p * (g - np.sum(g * p, axis=1, keepdims=True))   # softmax backward
     np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-6)
-
-
-def test_binary_cross_entropy_against_numpy():
-    rng = np.random.default_rng(0)
-    p = rng.uniform(0, 1, (6, 5)).astype(np.float32)
-    p[0, :2] = [0.0, 1.0]
-    y = rng.uniform(0, 1, (6, 5)).astype(np.float32)
-    np.testing.assert_allclose(losses.binary_cross_entropy(p, y), np_bce(p, y), rtol=1e-5,
-                               atol=1e-5)
 
 
 def test_classification_loss_release_is_bce_to_normalised_labels_mean_over_classes():

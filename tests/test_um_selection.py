@@ -96,15 +96,6 @@ def test_segment_softmax_over_classes():
                                rtol=1e-6)
 
 
-@pytest.mark.parametrize('t,r,k', [(750, 9, 83), (750, 4, 187), (9, 9, 1), (8, 9, 1),
-                                   (1, 4, 1), (3, 4, 1), (17, 4, 4), (0, 4, 1)])
-def test_num_selected(t, r, k):
-    assert selection.num_selected(t, r) == k
-    assert isinstance(selection.num_selected(t, r), int)
-    got = selection.num_selected(jnp.array([t, t]), r)
-    np.testing.assert_array_equal(got, [k, k])
-
-
 # ---------------------------------------------------------------------------------------------
 # Selection mask [release]
 
@@ -130,16 +121,6 @@ def test_selection_mask_rate_zero_is_all_ones():
 
 # ---------------------------------------------------------------------------------------------
 # Top-k
-
-
-def test_topk_weights_ties_take_lower_index_and_weights_average_the_first_k():
-    values = jnp.array([[1.0, 3.0, 3.0, 2.0, 3.0, -jnp.inf]])
-    idx, w = selection.topk_weights(values, 4, jnp.array([2]))
-    np.testing.assert_array_equal(idx, [[1, 2, 4, 3]])
-    np.testing.assert_array_equal(idx[0], np_topk_indices([1, 3, 3, 2, 3, -np.inf], 4))
-    np.testing.assert_allclose(w, [[0.5, 0.5, 0.0, 0.0]])
-    x = jnp.arange(6.0)[None, :, None] * 10
-    np.testing.assert_allclose(selection.weighted_gather(x, idx, w), [[15.0]])
 
 
 # ---------------------------------------------------------------------------------------------
