@@ -727,3 +727,111 @@ def test_run_directory_mistakes_are_one_line(case, reference, tmp_path, capsys):
     for word in words:
         assert word in err[0], (word, err[0])
     assert snapshot(reference) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# The run-directory holes of the hostile user's issue
+
+def test_deleting_the_lock_file_lets_no_second_writer_in(reference, data_root, env, tmp_path):
+    """The writer locks the run folder itself: ``rm RUN/.lock`` (the file only names the
+    holder) leaves the run locked, and a second writer is refused, touching nothing."""
+    workdir = copy_run(reference, tmp_path)
+    holder = hold(env, workdir)
+    try:
+        os.remove(os.path.join(workdir, '.lock'))
+        before = snapshot(workdir)
+        proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=12'))
+        assert_one_line_error(proc, 'train', workdir, 'in use by another process',
+                              'another --workdir')
+        assert snapshot(workdir) == before
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+
+
+def test_a_training_whose_lock_file_is_deleted_stays_the_only_writer(data_root, env, tmp_path):
+    """The issue's case with a real training: its lock file deleted while it trains, the same
+    command again is refused in one line; the first goes on alone (one writer's rows)."""
+    workdir = str(tmp_path / 'run')
+    args = train_args(data_root, workdir, '--config.train.num_steps=100000',
+                      '--config.train.log_every_steps=5', '--config.eval.every_steps=1000',
+                      '--config.checkpoint.every_steps=5', '--config.checkpoint.keep=1')
+    first = start(env, *args)
+    try:
+        deadline = time.monotonic() + 240
+        while not (os.path.isdir(os.path.join(workdir, 'checkpoints')) and saved_steps(workdir)):
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        os.remove(os.path.join(workdir, '.lock'))
+        second = wtal(env, *args)
+        assert_one_line_error(second, 'train', workdir, 'in use by another process')
+        assert first.poll() is None   # still training, alone
+        rows_before = len(rows_of(workdir))
+        while len(rows_of(workdir)) < rows_before + 2:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        first.kill()
+        first.communicate()
+    rows = rows_of(workdir)   # read_metrics refuses rows of two writers
+    steps = [r['step'] for r in rows]
+    assert steps == list(range(5, 5 * len(rows) + 1, 5))
+
+
+def test_where_a_folder_cannot_be_locked_a_deleted_lock_file_stops_the_writer(tmp_path,
+                                                                             monkeypatch):
+    """On a file system that cannot lock a folder (NFS) the lock file is locked, and a writer
+    checks before each write that it is still the file it locked."""
+    from wtal_jax import io_utils
+    monkeypatch.setattr(io_utils, '_lock_folder', lambda folder: None)
+    path = str(tmp_path / 'run')
+    with RunDir(path, write=True) as first:
+        first.append_metrics({'step': 1, 'split': 'train', 'seed': 0, 'loss': 1.0})
+        with pytest.raises(UserError, match='in use by process'):
+            RunDir(path, write=True)
+        os.remove(os.path.join(path, '.lock'))
+        with RunDir(path, write=True):   # the newcomer the deleted file let in...
+            pass
+        with pytest.raises(UserError) as info:   # ...stops the first at its next write
+            first.append_metrics({'step': 2, 'split': 'train', 'seed': 0, 'loss': 1.0})
+        assert str(info.value) == (f'{os.path.join(path, ".lock")}: removed or replaced while '
+                                   'this process held it, so another may be writing here now; '
+                                   'stopped')
+    assert rows_of(path) == [{'step': 1, 'split': 'train', 'seed': 0, 'loss': 1.0}]
+
+
+def _append_lines(workdir, lines):
+    with open(os.path.join(workdir, METRICS_FILE), 'a') as f:
+        f.writelines(lines)
+
+
+def test_a_metrics_log_of_two_writers_is_refused_on_resume_and_changes_nothing(
+        reference, data_root, env, tmp_path):
+    with open(os.path.join(reference, METRICS_FILE)) as f:
+        lines = f.readlines()
+    cases = {   # a second writer's rows from step 1 again; the last evaluation written twice
+        'steps go back': (lines, f'line {len(lines) + 1} has step 3 after step 8'),
+        'a row twice': (lines[-1:], f'line {len(lines) + 1} repeats the test row of step 8 '
+                                    'of seed 0'),
+    }
+    for name, (extra, words) in cases.items():
+        workdir = copy_run(reference, tmp_path, name.replace(' ', '_'))
+        _append_lines(workdir, extra)
+        before = snapshot(workdir, lock=False)
+        proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=12'))
+        assert_one_line_error(proc, 'train', os.path.join(workdir, METRICS_FILE), words,
+                              'rows of two writers', 'a new --workdir')
+        assert snapshot(workdir, lock=False) == before
+
+
+def test_rows_of_two_writers_past_the_restored_step_are_dropped_as_any_such_rows(
+        reference, data_root, env, tmp_path):
+    """A resume drops every row past the step it restores: a second writer's rows there are
+    dropped with them, and the run ends as the uninterrupted one."""
+    workdir = copy_run(reference, tmp_path)
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', '8'))
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
+        lines = f.readlines()
+    _append_lines(workdir, [line for line in lines if json.loads(line)['step'] > 6])
+    assert_ok(wtal(env, *train_args(data_root, workdir, *RUN, STEPS)))
+    assert without_timing(rows_of(workdir)) == without_timing(rows_of(reference))

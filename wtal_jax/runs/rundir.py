@@ -6,10 +6,11 @@ Layout of ``WORKDIR``::
     metrics.jsonl      one JSON row per training log and per evaluation, in step order
     checkpoints/STEP/  orbax checkpoints (see ``checkpoints``)
     report.json        the final report of a training run
-    .lock              held (flock) by the one process that writes this run
+    .lock              names the one process that writes this run (which locks the folder)
     damaged_checkpoints/STEP/  steps a resumed training found damaged, set aside
 
-:class:`RunDir` owns all of it: one writer at a time (a second is refused with the holder's
+:class:`RunDir` owns all of it: one writer at a time (the writer locks the run folder itself,
+so deleting anything inside it lets no second writer in; a second is refused with the holder's
 process id; the kernel releases the lock of a killed process, so a stale lock never blocks),
 one checkpoint manager (closed on exit), checksummed restore with fallback to the newest intact
 step, a crash-safe metrics log, and the check that a resumed run is the same run on the same
@@ -17,13 +18,11 @@ data. Every problem is a one-line :class:`~wtal_jax.errors.UserError`, or, where
 refused a write (a full disk), a one-line ``OSError`` naming the file or folder.
 """
 
-import fcntl
+import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -114,16 +113,22 @@ class RunDir:
         self._orbax_logs = None
         self._saving = None   # the step whose asynchronous save may still be running
         self._write_failed = False
-        self._lock = None
+        self._lock = contextlib.ExitStack()
+        self._lock_intact = lambda: None
+        self._created = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
         if write:
+            self._created = not os.path.exists(self.path)
             try:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as e:
                 raise UserError(f'{path}: cannot create the run folder ({e.strerror})') from None
             if primary:
-                self._acquire_lock()
+                self._lock_intact = self._lock.enter_context(io_utils.hold_lock(
+                    os.path.join(self.path, LOCK_FILE), folder=self.path,
+                    busy=lambda holder: f'{self.path} is in use by {holder}; wait for it to '
+                                        'finish or use another --workdir'))
         elif not os.path.isdir(self.path):
             raise UserError(f'{path}: no such run directory')
 
@@ -163,28 +168,10 @@ class RunDir:
                     for line in self._orbax_logs.take():
                         warn(f'orbax: {line}')
                 self._orbax_logs = None
-            if self._lock is not None:
-                self._lock.close()  # closing the descriptor releases the flock
-                self._lock = None
-
-    def _acquire_lock(self) -> None:
-        lock = open(os.path.join(self.path, LOCK_FILE), 'a+')
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or 'another process'
-            lock.close()
-            raise UserError(f'{self.path} is in use by {holder}; wait for it to finish or use '
-                            'another --workdir') from None
-        lock.seek(0)
-        lock.truncate()
-        command = ' '.join(os.path.basename(a) if i == 0 else a
-                           for i, a in enumerate(sys.argv))[:200]
-        lock.write(f'process {os.getpid()} on {socket.gethostname()} ({command}, since '
-                   f'{time.strftime("%Y-%m-%d %H:%M:%S")})\n')
-        lock.flush()
-        self._lock = lock
+            self._lock.close()   # releases the lock and removes the file naming the holder
+            if self._created:    # a new run that wrote nothing leaves no folder behind
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.path)
 
     # -- config ----------------------------------------------------------------------------
 
@@ -211,6 +198,7 @@ class RunDir:
 
     def write_config(self, cfg) -> None:
         if self.primary:
+            self._lock_intact()
             write_json_atomic(self.config_path, config_lib.to_dict(cfg), indent=2)
 
     def check_same_run(self, cfg) -> None:
@@ -226,12 +214,13 @@ class RunDir:
     def metrics_path(self) -> str:
         return os.path.join(self.path, METRICS_FILE)
 
-    def read_metrics(self, *, quiet: bool = False) -> list[dict]:
-        """All rows of ``metrics.jsonl`` in order.
+    def read_metrics(self, *, quiet: bool = False, upto: int | None = None) -> list[dict]:
+        """The rows of ``metrics.jsonl`` in order (those of steps up to ``upto`` if given).
 
         Each row is written as one line with its newline in one call, so only a crash while
         writing can leave a last line without one: that torn line is dropped with a warning.
-        Damage anywhere else is an error.
+        Damage anywhere else is an error, and so are rows that one writer cannot have written
+        (see :func:`mixed_rows`).
         """
         try:
             with open(self.metrics_path, encoding='utf-8') as f:
@@ -253,14 +242,24 @@ class RunDir:
             if not isinstance(row, dict) or not isinstance(row.get('step'), int):
                 raise UserError(f'{self.metrics_path}: line {number} is not a metrics row')
             rows.append(row)
-        return rows
+        if upto is not None:
+            rows = [(n, r) for n, r in enumerate(rows, 1) if r['step'] <= upto]
+        else:
+            rows = list(enumerate(rows, 1))
+        problem = mixed_rows(rows)
+        if problem:
+            raise UserError(f'{self.metrics_path}: {problem}: rows of two writers (a second '
+                            'training of this run at the same time), a history no report can '
+                            'use; train again in a new --workdir')
+        return [r for _, r in rows]
 
     def restart_metrics(self, step: int) -> None:
         """Keeps the rows up to ``step``: the rows a resumed run has not redone. A fresh start
         (0) keeps none, without reading them (they may be those of a crashed start)."""
         if not self.primary:
             return
-        rows = [r for r in self.read_metrics() if r['step'] <= step] if step else []
+        rows = self.read_metrics(upto=step) if step else []
+        self._lock_intact()
         if rows or os.path.exists(self.metrics_path):
             write_text_atomic(self.metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
 
@@ -269,6 +268,7 @@ class RunDir:
         nothing it has written); ``sync`` makes it durable at checkpoints."""
         if not self.primary:
             return
+        self._lock_intact()
         try:
             with open(self.metrics_path, 'a', encoding='utf-8') as f:
                 f.write(json.dumps(row, allow_nan=False) + '\n')
@@ -378,6 +378,7 @@ class RunDir:
             (see :meth:`wait`).
         """
         self.wait()   # the previous save's failure, named as its own
+        self._lock_intact()
         self.sync_metrics()  # rows up to this step are durable before it is
         self._saving = step
         self._writing(lambda: checkpoints.save(self.manager(), step, state, meta, metrics))
@@ -471,6 +472,23 @@ class RunDir:
             return checkpoints.restore_meta(self.manager(), step)
         except checkpoints.CorruptCheckpoint as e:
             raise UserError(f'{self.checkpoint_dir}: {e}') from None
+
+
+def mixed_rows(rows: list[tuple[int, dict]]) -> str | None:
+    """Where numbered metrics rows (line, row) stop being the log of one writer, which appends
+    every row once, in step order: a step before the one above it, or a row (step, split,
+    seed) given twice. None when they are one writer's."""
+    seen, last = set(), 0
+    for line, row in rows:
+        step, split, seed = row['step'], row.get('split'), row.get('seed')
+        if step < last:
+            return f'line {line} has step {step} after step {last}'
+        if (step, split, seed) in seen:
+            of = '' if seed is None else f' of seed {seed}'
+            return f'line {line} repeats the {split} row of step {step}{of}'
+        seen.add((step, split, seed))
+        last = step
+    return None
 
 
 def _one_line(error: BaseException) -> str:
