@@ -818,9 +818,14 @@ def test_a_metrics_log_of_two_writers_is_refused_on_resume_and_changes_nothing(
         workdir = copy_run(reference, tmp_path, name.replace(' ', '_'))
         _append_lines(workdir, extra)
         before = snapshot(workdir, lock=False)
-        proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=12'))
-        assert_one_line_error(proc, 'train', os.path.join(workdir, METRICS_FILE), words,
-                              'rows of two writers', 'a new --workdir')
+        procs = {'train': start(env, *train_args(data_root, workdir, *RUN,
+                                                 '--config.train.num_steps=12'))}
+        if importlib.util.find_spec('matplotlib'):   # the [viz] extra
+            procs['plot'] = start(env, 'plot', '--workdir', workdir, '--quiet', '--out',
+                                  tmp_path / 'plots')
+        for command, proc in procs.items():
+            assert_one_line_error(finish(proc), command, os.path.join(workdir, METRICS_FILE),
+                                  words, 'rows of two writers', 'a new --workdir')
         assert snapshot(workdir, lock=False) == before
 
 
