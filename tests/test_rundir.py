@@ -840,3 +840,22 @@ def test_rows_of_two_writers_past_the_restored_step_are_dropped_as_any_such_rows
     _append_lines(workdir, [line for line in lines if json.loads(line)['step'] > 6])
     assert_ok(wtal(env, *train_args(data_root, workdir, *RUN, STEPS)))
     assert without_timing(rows_of(workdir)) == without_timing(rows_of(reference))
+
+
+def test_resuming_with_fewer_steps_than_trained_is_refused_and_changes_nothing(
+        reference, data_root, env, tmp_path):
+    """Trained to step 8, the same command with num_steps=4 would report 4 steps of a run
+    holding step 8 (and save num_steps=4 as its config): refused, naming step 8."""
+    workdir = copy_run(reference, tmp_path)
+    before = snapshot(workdir)
+    proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=4'))
+    assert_one_line_error(proc, 'train', workdir, 'has trained to step 8',
+                          'past train.num_steps=4', '--config.train.num_steps=8 or more',
+                          f'evaluate --checkpoint {os.path.join(workdir, "checkpoints")}/STEP',
+                          'a new --workdir')
+    assert snapshot(workdir) == before
+    # The same length again is a finished run's resumption: nothing to train, the same report.
+    assert_ok(wtal(env, *train_args(data_root, workdir, *RUN, STEPS)))
+    with open(os.path.join(workdir, 'report.json')) as f, \
+            open(os.path.join(reference, 'report.json')) as g:
+        assert json.load(f) == json.load(g)

@@ -162,6 +162,7 @@ def _restore_or_start(run: RunDir, cfg, names, built, replicated, fingerprint, p
             state['train'] = _init_from(cfg, names, built)
         return distributed.replicate(state, replicated), 0
     run.check_same_run(cfg)
+    _refuse_past(run, cfg.train.num_steps)
     state, meta, start = run.restore(checkpoints.abstract_state(cfg, names, replicated))
     if meta.get('data') and meta['data'] != fingerprint:
         raise UserError(
@@ -172,6 +173,18 @@ def _restore_or_start(run: RunDir, cfg, names, built, replicated, fingerprint, p
     if procs.primary:
         note(f'resuming from step {start} in {run.path}')
     return state, start
+
+
+def _refuse_past(run: RunDir, num_steps: int) -> None:
+    """Refuses to resume a run saved past ``train.num_steps``: its checkpoints, metrics and
+    report would then describe two lengths of one run."""
+    last = run.steps()[-1]
+    if last > num_steps:
+        raise UserError(f'{run.path} has trained to step {last}, past train.num_steps='
+                        f'{num_steps}: resume it with --config.train.num_steps={last} or more, '
+                        f'evaluate an earlier step with evaluate --checkpoint '
+                        f'{run.checkpoint_dir}/STEP, or train {num_steps} steps in a new '
+                        '--workdir')
 
 
 def _training_data(cfg, train_split, seeds, devices, replicated, procs):
