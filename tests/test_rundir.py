@@ -859,3 +859,25 @@ def test_resuming_with_fewer_steps_than_trained_is_refused_and_changes_nothing(
     with open(os.path.join(workdir, 'report.json')) as f, \
             open(os.path.join(reference, 'report.json')) as g:
         assert json.load(f) == json.load(g)
+
+
+@pytest.mark.parametrize('mode', ['max', 'min'])
+def test_on_tied_metrics_the_report_evaluate_and_the_kept_checkpoint_agree(
+        mode, data_root, env, tmp_path, capsys):
+    """A learning rate of 1e-30 leaves the parameters as they were (float32), so every
+    evaluation ties: the report selects the earliest step, that step is the one kept on disk
+    (besides the latest), and ``evaluate`` (its best by default) evaluates it."""
+    from wtal_jax import cli
+    workdir = str(tmp_path / 'run')
+    assert_ok(wtal(env, *train_args(data_root, workdir, '--config.optim.learning_rate=1e-30',
+                                    '--config.train.num_steps=6', '--config.eval.every_steps=2',
+                                    '--config.checkpoint.every_steps=2',
+                                    '--config.checkpoint.keep=1',
+                                    f'--config.checkpoint.best_mode={mode}')))
+    selection = [r['average_mAP'] for r in rows_of(workdir) if r['split'] == 'selection']
+    assert len(selection) == 3 and len(set(selection)) == 1   # the tie
+    with open(os.path.join(workdir, 'report.json')) as f:
+        assert json.load(f)['per_seed'][0]['selected']['step'] == 2
+    assert saved_steps(workdir) == [2, 6]
+    assert cli.main(['evaluate', '--workdir', workdir, '--quiet']) == 0
+    assert 'test split, checkpoint step 2, seed 0' in capsys.readouterr().out

@@ -34,7 +34,7 @@ from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic, write_text_atomic
 from wtal_jax import method as method_lib
 from wtal_jax import training
-from wtal_jax.runs import checkpoints, orbax_logs
+from wtal_jax.runs import checkpoints, orbax_logs, summary
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -350,7 +350,9 @@ class RunDir:
         return sorted(self.manager().all_steps())
 
     def best_step(self, key: str, mode: str, seed: int = 0) -> int | None:
-        """The saved step with the best value of metric ``key`` for ``seed``, or None.
+        """The saved step with the best value of metric ``key`` for ``seed`` (by
+        :func:`~wtal_jax.runs.summary.best_index`, the report's rule: of equal values, the
+        earliest), or None.
 
         A step whose metrics cannot be read is left out, with a warning.
         """
@@ -368,7 +370,7 @@ class RunDir:
                 scored.append((metrics[key][seed], step))
         if not scored:
             return None
-        return (max if mode == 'max' else min)(scored)[1]
+        return scored[summary.best_index([value for value, _ in scored], mode)][1]
 
     def save(self, step: int, state, meta: dict, metrics: dict | None) -> None:
         """Starts an asynchronous save of ``state`` with ``meta`` (which holds its checksums).
