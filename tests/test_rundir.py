@@ -881,3 +881,37 @@ def test_on_tied_metrics_the_report_evaluate_and_the_kept_checkpoint_agree(
     assert saved_steps(workdir) == [2, 6]
     assert cli.main(['evaluate', '--workdir', workdir, '--quiet']) == 0
     assert 'test split, checkpoint step 2, seed 0' in capsys.readouterr().out
+
+
+def test_readers_never_call_a_checkpoint_damaged_while_a_training_writes_them(
+        data_root, env, tmp_path, capsys):
+    """``evaluate --which latest`` (and ``load_checkpoint`` under it) in a loop while a training
+    saves a checkpoint every step and deletes the one before (``checkpoint.keep=1``): a step
+    that vanishes or is half deleted while read is no damaged step. Every read succeeds, without
+    a warning, on ever newer steps, and nothing is moved aside."""
+    from wtal_jax import cli
+    workdir = str(tmp_path / 'run')
+    writer = start(env, *train_args(data_root, workdir, '--config.train.num_steps=100000',
+                                    '--config.checkpoint.every_steps=1',
+                                    '--config.checkpoint.keep=1',
+                                    '--config.train.log_every_steps=1000',
+                                    '--config.eval.every_steps=100000'))
+    steps = []
+    try:
+        deadline = time.monotonic() + 240
+        while not (os.path.isdir(os.path.join(workdir, 'checkpoints')) and saved_steps(workdir)):
+            assert writer.poll() is None and time.monotonic() < deadline, writer.stderr.read()
+            time.sleep(0.05)
+        for _ in range(40):
+            steps.append(rundir.load_checkpoint(workdir, which='latest').step)
+        for _ in range(2):
+            assert cli.main(['evaluate', '--workdir', workdir, '--which', 'latest',
+                             '--quiet']) == 0
+        assert writer.poll() is None, writer.stderr.read()
+    finally:
+        writer.kill()
+        writer.communicate()
+    err = capsys.readouterr().err
+    assert err == '', err
+    assert steps == sorted(steps) and steps[-1] > steps[0] + 10, steps
+    assert not os.path.exists(os.path.join(workdir, 'damaged_checkpoints'))

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -48,6 +49,16 @@ RESUMABLE_CHANGES = ('train.num_steps', 'train.log_every_steps', 'train.prefetch
                      'train.prefetch_workers', 'train.num_devices', 'train.data_on_device',
                      'train.device_memory_fraction', 'eval.every_steps', 'eval.chunk_segments',
                      'checkpoint.every_steps', 'data.root')
+
+
+# A reader that finds a step failing waits this long (seconds) for it to vanish before calling
+# it damaged: a training deleting it (Orbax unlinks a step's few files, then its folder) takes
+# milliseconds. A damaged step costs a reader this once.
+VANISH_WAIT_S = 1.0
+# How often a reader lists the steps again when those it tried were deleted as it read them:
+# a training with checkpoint.keep=1 that saves every step may delete each step within a read
+# (half the reads of the tiny test run); real runs save every hundreds of steps.
+RELISTS = 20
 
 
 # A config is sections of fields whose values are numbers, names or lists of them: JSON nested
@@ -312,7 +323,8 @@ class RunDir:
                         folder, keep=cfg.checkpoint.keep, best_key=best_key(cfg),
                         best_mode=cfg.checkpoint.best_mode, num_seeds=num_seeds)
                 else:
-                    manager = checkpoints.open_manager(folder, keep=1, read_only=True)
+                    manager = self._listing(lambda: checkpoints.open_manager(
+                        folder, keep=1, read_only=True))
             except BaseException:
                 logs.detach()
                 raise
@@ -425,7 +437,10 @@ class RunDir:
         ``abstract_state``: the structure to restore into, or a function of a step's meta
         returning it.
 
-        A damaged step is skipped with a one-line warning; none intact is a UserError.
+        A damaged step is skipped with a one-line warning; none intact is a UserError. A reader
+        (evaluate, detect, plot) may read while a training saves and deletes steps: a step that
+        fails because it vanished (:meth:`_vanished`) is no damaged step; once the candidates
+        are spent, the steps saved meanwhile are listed and tried, newest first.
         """
         manager = self.manager()
         saved = sorted(manager.all_steps(), reverse=True)
@@ -437,19 +452,57 @@ class RunDir:
         candidates = saved if candidates is None else candidates
         if not candidates:
             raise UserError(f'{self.path}: no checkpoint in {checkpoints.CHECKPOINT_DIR}/')
-        problems = []
-        for candidate in candidates:
+        problems, tried = [], set()
+        for _ in range(RELISTS):
+            vanished = []
+            for candidate in (c for c in candidates if c not in tried):
+                tried.add(candidate)
+                try:
+                    state, meta = checkpoints.restore(manager, candidate, abstract_state)
+                except checkpoints.CorruptCheckpoint as e:
+                    if self._orbax_logs is not None:
+                        self._orbax_logs.take()   # Orbax's logs of this failure: said below
+                    if self._vanished(candidate):
+                        vanished.append(candidate)
+                    else:
+                        problems.append((candidate, str(e)))
+                    continue
+                self._report_damaged(problems, candidate, quiet=quiet)
+                return state, meta, candidate
+            if not vanished:
+                break
+            if step is not None:
+                raise UserError(f'{self.path}: no checkpoint at step {step} any more (the '
+                                'training writing this run deleted it as it was read)')
+            self._listing(manager.reload)
+            candidates = sorted(manager.all_steps(), reverse=True)
+        found = '; '.join(p for _, p in problems) or 'every step was deleted as it was read'
+        raise UserError(f'{self.checkpoint_dir}: no intact checkpoint ({found})')
+
+    def _listing(self, action):
+        """``action()``, an Orbax call that lists the steps (stating each), tried again where a
+        step vanished as it was listed: a reader's race with a training's clean-up."""
+        for attempt in range(RELISTS):
             try:
-                state, meta = checkpoints.restore(manager, candidate, abstract_state)
-            except checkpoints.CorruptCheckpoint as e:
-                problems.append((candidate, str(e)))
-                if self._orbax_logs is not None:
-                    self._orbax_logs.take()   # Orbax's logs of this damage: said in one line
-                continue
-            self._report_damaged(problems, candidate, quiet=quiet)
-            return state, meta, candidate
-        raise UserError(f'{self.checkpoint_dir}: no intact checkpoint '
-                        f'({"; ".join(p for _, p in problems)})')
+                return action()
+            except FileNotFoundError:
+                if self.write or attempt == RELISTS - 1:
+                    raise
+
+    def _vanished(self, step: int) -> bool:
+        """Whether ``step``, which failed to read, is gone or going rather than damaged: a
+        training writing this run deletes the steps its retention drops (their files first,
+        then the folder). A reader waits up to VANISH_WAIT_S for the folder to go; a writer
+        deletes only its own steps, so for it a failure is damage."""
+        if self.write:
+            return False
+        path = os.path.join(self.checkpoint_dir, str(step))
+        deadline = time.monotonic() + VANISH_WAIT_S
+        while os.path.isdir(path):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _report_damaged(self, problems: list[tuple[int, str]], restored: int, *,
                         quiet: bool) -> None:
