@@ -915,3 +915,20 @@ def test_readers_never_call_a_checkpoint_damaged_while_a_training_writes_them(
     assert err == '', err
     assert steps == sorted(steps) and steps[-1] > steps[0] + 10, steps
     assert not os.path.exists(os.path.join(workdir, 'damaged_checkpoints'))
+
+
+def test_evaluate_with_a_chunk_too_large_for_memory_is_refused_before_any_work(
+        reference, capsys):
+    """Was numpy's _ArrayMemoryError (5.82 TiB) after loading the split: now one line with
+    the estimate and the limit, and the run untouched."""
+    from wtal_jax import cli
+    before = snapshot(reference)
+    status = cli.main(['evaluate', '--workdir', reference, '--quiet',
+                       '--config.eval.chunk_segments=100000000000'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    # 10^11 segments x (D + E = 16 + 32) float32 values: 19.2e12 bytes = 17.5 TiB.
+    assert err[0].startswith('wtal-jax evaluate: error: evaluate needs at least 17.5 TiB of '
+                             'memory (parameters '), err[0]
+    assert 'of host memory available; lower eval.chunk_segments' in err[0]
+    assert snapshot(reference) == before

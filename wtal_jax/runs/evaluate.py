@@ -12,11 +12,14 @@ import json
 import os
 from typing import NamedTuple
 
+import jax
+
 from wtal_jax import config as config_lib
 from wtal_jax.data import splits
 from wtal_jax.io_utils import write_json_atomic
 from wtal_jax.postprocess import snippet
 from wtal_jax.postprocess.evaluator import Evaluator
+from wtal_jax.runs import memory
 from wtal_jax.runs.rundir import load_checkpoint
 
 
@@ -57,6 +60,8 @@ def evaluate_run(source: str, *, which: str = 'best', seed: int | None = None,
     ckpt = load_checkpoint(source, which=which, seed=seed,
                            overrides=() if config_path else overrides)
     cfg = config_lib.load_config(config_path, overrides) if config_path else ckpt.cfg
+    device = jax.local_devices()[0]
+    memory.check(memory.for_evaluation(cfg, len(ckpt.names)), [device], 'evaluate')
     name = split or cfg.data.test.subset
     several = len(config_lib.run_seeds(ckpt.cfg)) > 1
     results_path, metrics_path = output_paths(ckpt.workdir, name,

@@ -181,8 +181,7 @@ class RunDir:
                 self._orbax_logs = None
             self._lock.close()   # releases the lock and removes the file naming the holder
             if self._created:    # a new run that wrote nothing leaves no folder behind
-                with contextlib.suppress(OSError):
-                    os.rmdir(self.path)
+                _remove_empty(self.path)
 
     # -- config ----------------------------------------------------------------------------
 
@@ -527,6 +526,14 @@ class RunDir:
             return checkpoints.restore_meta(self.manager(), step)
         except checkpoints.CorruptCheckpoint as e:
             raise UserError(f'{self.checkpoint_dir}: {e}') from None
+
+
+def _remove_empty(folder: str) -> None:
+    """Removes ``folder`` where it holds nothing but empty folders (``checkpoints/`` of a run
+    refused before its first save)."""
+    for base, _, _ in os.walk(folder, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(base)
 
 
 def mixed_rows(rows: list[tuple[int, dict]]) -> str | None:
