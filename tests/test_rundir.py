@@ -932,3 +932,52 @@ def test_evaluate_with_a_chunk_too_large_for_memory_is_refused_before_any_work(
                              'memory (parameters '), err[0]
     assert 'of host memory available; lower eval.chunk_segments' in err[0]
     assert snapshot(reference) == before
+
+
+def test_a_run_config_with_an_integer_too_long_for_python_is_one_line(reference, data_root, env,
+                                                                      tmp_path):
+    """An integer longer than Python's int-to-string limit in config.json (was a ValueError
+    traceback from json.load): one line from every command reading it; nothing changed."""
+    digits = sys.get_int_max_str_digits() + 1
+    with open(os.path.join(reference, 'config.json')) as f:
+        text = f.read().replace('"num_steps": 8', '"num_steps": 1' + '0' * (digits - 1))
+    workdir = _tampered(reference, tmp_path, text)
+    before = snapshot(workdir)
+    procs = {'evaluate': start(env, 'evaluate', '--workdir', workdir),
+             'train': start(env, 'train', '--workdir', workdir, '--quiet'),
+             'detect': start(env, 'detect', '--checkpoint', workdir, '--output',
+                             tmp_path / 'd.json', tmp_path / 'v.npy')}
+    for command, proc in procs.items():
+        assert_one_line_error(finish(proc), command, os.path.join(workdir, 'config.json'),
+                              f'an integer of {digits} digits; Python reads at most '
+                              f'{sys.get_int_max_str_digits()} digits')
+    assert snapshot(workdir) == before
+
+
+def test_a_runs_config_json_given_as_config_trains_the_same_run(reference, data_root, env,
+                                                                tmp_path):
+    """``--config RUN/config.json`` is accepted deliberately: the run's settings as a new
+    run's config, which trains the same run."""
+    workdir = str(tmp_path / 'again')
+    proc = wtal(env, 'train', '--config', os.path.join(reference, 'config.json'), '--workdir',
+                workdir, '--quiet')
+    assert_ok(proc)
+    assert without_timing(rows_of(workdir)) == without_timing(rows_of(reference))
+    assert RunDir(workdir).read_config() == RunDir(reference).read_config()
+
+
+def test_a_run_folder_path_that_is_not_utf8_is_refused_before_training(data_root, tmp_path,
+                                                                       capsys):
+    """Was a RuntimeError traceback from Orbax's array store at the first save, a run folder
+    half written; now one line before anything, for train and for readers."""
+    from wtal_jax import cli
+    workdir = os.fsdecode(os.fsencode(str(tmp_path)) + b'/run\xff\xfe')
+    shown = str(tmp_path) + '/run\\xff\\xfe'
+    for argv in (train_args(data_root, workdir, STEPS), ['evaluate', '--workdir', workdir]):
+        status = cli.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(err) == 1, err
+        assert err[0] == (f'wtal-jax {argv[0]}: error: {shown}: not valid UTF-8 (byte 0xff at '
+                          f'{len(os.fsencode(str(tmp_path))) + 4}); the checkpoints\' array '
+                          'store takes UTF-8 paths only: choose a run folder with a UTF-8 path')
+    assert os.listdir(tmp_path) == []

@@ -127,6 +127,11 @@ class RunDir:
         self._lock = contextlib.ExitStack()
         self._lock_intact = lambda: None
         self._created = False
+        problem = _utf8_problem(self.path)
+        if problem:   # found now, not at the first save, where Orbax's array store fails
+            raise UserError(f'{os.fsencode(self.path).decode("utf-8", "backslashreplace")}: '
+                            f'not valid UTF-8 ({problem}); the checkpoints\' array store '
+                            'takes UTF-8 paths only: choose a run folder with a UTF-8 path')
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
         if write:
@@ -526,6 +531,16 @@ class RunDir:
             return checkpoints.restore_meta(self.manager(), step)
         except checkpoints.CorruptCheckpoint as e:
             raise UserError(f'{self.checkpoint_dir}: {e}') from None
+
+
+def _utf8_problem(path: str) -> str | None:
+    """Where the bytes of ``path`` stop being UTF-8 ('byte 0xff at 9'), or None."""
+    data = os.fsencode(path)
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        return f'byte 0x{data[e.start]:02x} at {e.start}'
+    return None
 
 
 def _remove_empty(folder: str) -> None:
