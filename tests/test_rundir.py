@@ -981,3 +981,65 @@ def test_a_run_folder_path_that_is_not_utf8_is_refused_before_training(data_root
                           f'{len(os.fsencode(str(tmp_path))) + 4}); the checkpoints\' array '
                           'store takes UTF-8 paths only: choose a run folder with a UTF-8 path')
     assert os.listdir(tmp_path) == []
+
+
+def _fill(folder):
+    """Writes into ``folder`` until its file system is full."""
+    fd = os.open(os.path.join(folder, 'fill'), os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b'\0' * 4096)
+    except OSError as e:
+        assert e.errno == 28   # ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_before_the_first_write_names_the_file_and_leaves_nothing(tmpfs, data_root,
+                                                                             env):
+    """Was 'wtal-jax train: error: No space left on device' and an empty run folder."""
+    disk = tmpfs('64k')
+    _fill(disk)
+    workdir = str(disk / 'run')
+    proc = wtal(env, *train_args(data_root, workdir, STEPS))
+    assert_one_line_error(proc, 'train', f'{os.path.join(workdir, ".lock")}: No space left on '
+                          'device (writing the lock file that names this process)', status=1)
+    assert os.listdir(disk) == ['fill']
+
+
+def test_a_read_only_run_folder_is_refused_before_evaluating(reference, tmpfs, capsys,
+                                                             monkeypatch):
+    """Was a whole evaluation, then 'Read-only file system' at the results file; now the
+    folder is found read-only first (as root too, whom permission bits do not stop)."""
+    from wtal_jax import cli
+    from wtal_jax.runs import evaluate
+    disk = tmpfs('8m')
+    workdir = copy_run(reference, disk)
+    subprocess.run(['mount', '-o', 'remount,ro', str(disk)], check=True)
+    before = snapshot(workdir)
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError('evaluated a run whose results cannot be written')
+
+    monkeypatch.setattr(evaluate, 'Evaluator', no_evaluation)
+    status = cli.main(['evaluate', '--workdir', workdir, '--quiet'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and err == [
+        f'wtal-jax evaluate: error: {workdir}: Read-only file system (evaluate writes its '
+        'results into the run folder; nothing evaluated)'], err
+    assert snapshot(workdir) == before
+
+
+def test_resuming_one_seed_given_as_seeds_1_is_the_same_run(reference, data_root, env, tmp_path):
+    """``--seeds 1`` (the seeds 0..0) on a run trained with seed 0 was refused as
+    'seeds: [] -> [0]'; the seeds are compared as trained, so it resumes."""
+    workdir = copy_run(reference, tmp_path)
+    proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=10',
+                                 '--seeds', '1'))
+    assert_ok(proc)
+    assert f'resuming from step 8 in {workdir}' in proc.stderr
+    assert saved_steps(workdir)[-1] == 10
+    # Another seed is another run.
+    proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=12',
+                                 '--seeds', '2'))
+    assert_one_line_error(proc, 'train', 'seeds: [0] -> [0, 1]')

@@ -398,13 +398,17 @@ def hold_lock(path: str, *, busy: str | Callable[[str], str], folder: str | None
                         'may be writing here now; stopped')
 
     try:
-        if lock is None:   # the folder is locked: the file only names the holder
-            with open(path, 'w', encoding='utf-8') as note:
-                note.write(_holder() + '\n')
-        else:
-            lock.truncate()
-            lock.write(_holder() + '\n')
-            lock.flush()
+        try:
+            if lock is None:   # the folder is locked: the file only names the holder
+                with open(path, 'w', encoding='utf-8') as note:
+                    note.write(_holder() + '\n')
+            else:
+                lock.truncate()
+                lock.write(_holder() + '\n')
+                lock.flush()
+        except OSError as e:   # a full disk: the first write of a run, named
+            raise OSError(e.errno, f'{e.strerror or e} (writing the lock file that names this '
+                                   'process)', path) from None
         yield check
     finally:
         with contextlib.suppress(FileNotFoundError):

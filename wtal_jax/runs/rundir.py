@@ -141,10 +141,15 @@ class RunDir:
             except OSError as e:
                 raise UserError(f'{path}: cannot create the run folder ({e.strerror})') from None
             if primary:
-                self._lock_intact = self._lock.enter_context(io_utils.hold_lock(
-                    os.path.join(self.path, LOCK_FILE), folder=self.path,
-                    busy=lambda holder: f'{self.path} is in use by {holder}; wait for it to '
-                                        'finish or use another --workdir'))
+                try:
+                    self._lock_intact = self._lock.enter_context(io_utils.hold_lock(
+                        os.path.join(self.path, LOCK_FILE), folder=self.path,
+                        busy=lambda holder: f'{self.path} is in use by {holder}; wait for it '
+                                            'to finish or use another --workdir'))
+                except BaseException:
+                    if self._created:
+                        _remove_empty(self.path)
+                    raise
         elif not os.path.isdir(self.path):
             raise UserError(f'{path}: no such run directory')
 
@@ -217,8 +222,13 @@ class RunDir:
             write_json_atomic(self.config_path, config_lib.to_dict(cfg), indent=2)
 
     def check_same_run(self, cfg) -> None:
-        """Refuses to resume under a config that would change what the run trains."""
-        changed = config_changes(self.read_config(), cfg, RESUMABLE_CHANGES)
+        """Refuses to resume under a config that would change what the run trains. The seeds
+        are compared as the run trains them (``seed=0`` and ``seeds=(0,)`` are one seed)."""
+        saved = self.read_config()
+        ignore = RESUMABLE_CHANGES
+        if config_lib.run_seeds(saved) == config_lib.run_seeds(cfg):
+            ignore += ('seed', 'seeds')
+        changed = config_changes(saved, cfg, ignore)
         if changed:
             raise UserError(f'{self.path} holds a run trained with another config '
                             f'({", ".join(changed[:4])}); use a new --workdir to train this one')
