@@ -1043,3 +1043,50 @@ def test_resuming_one_seed_given_as_seeds_1_is_the_same_run(reference, data_root
     proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=12',
                                  '--seeds', '2'))
     assert_one_line_error(proc, 'train', 'seeds: [0] -> [0, 1]')
+
+
+KILLED_BETWEEN_WRITES = '''
+import os, signal, sys
+from wtal_jax.runs import evaluate
+write = evaluate.write_json_atomic
+
+
+def killing(path, obj, **kwargs):   # SIGKILL where the metrics file would be written
+    if os.path.basename(path).startswith('metrics_'):
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(path, obj, **kwargs)
+
+
+evaluate.write_json_atomic = killing
+from wtal_jax import cli
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+def test_an_evaluate_killed_between_its_two_writes_leaves_no_metrics_of_another_results_file(
+        reference, env, tmp_path):
+    """The metrics file names its results file's SHA-256 and is removed before that file is
+    replaced: an evaluate of step 8 killed after writing its results leaves no metrics file
+    (not step 4's, beside step 8's results); the next evaluate writes both, matching."""
+    import hashlib
+    workdir = copy_run(reference, tmp_path)
+    results, metrics = (os.path.join(workdir, f'{kind}_test.json')
+                        for kind in ('results', 'metrics'))
+    assert_ok(wtal(env, 'evaluate', '--checkpoint', os.path.join(workdir, 'checkpoints', '4'),
+                   '--quiet'))
+    with open(metrics) as f:
+        assert json.load(f)['step'] == 4
+    with open(results, 'rb') as f:
+        step_4 = f.read()
+    proc = subprocess.run([sys.executable, '-c', KILLED_BETWEEN_WRITES, 'evaluate',
+                           '--workdir', workdir, '--which', 'latest', '--quiet'],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not os.path.exists(metrics)
+    with open(results, 'rb') as f:
+        assert f.read() != step_4   # step 8's results, without metrics describing them
+    assert_ok(wtal(env, 'evaluate', '--workdir', workdir, '--which', 'latest', '--quiet'))
+    with open(metrics) as f, open(results, 'rb') as g:
+        written = json.load(f)
+        assert written['step'] == 8 and written['results_file'] == 'results_test.json'
+        assert written['results_sha256'] == hashlib.sha256(g.read()).hexdigest()
