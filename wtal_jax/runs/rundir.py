@@ -135,7 +135,9 @@ class RunDir:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
         if write:
-            self._created = not os.path.exists(self.path)
+            # Only the primary removes a new folder it left empty: the other processes of a run
+            # may end while it still writes.
+            self._created = primary and not os.path.exists(self.path)
             try:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as e:
