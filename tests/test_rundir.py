@@ -934,8 +934,7 @@ def test_evaluate_with_a_chunk_too_large_for_memory_is_refused_before_any_work(
     assert snapshot(reference) == before
 
 
-def test_a_run_config_with_an_integer_too_long_for_python_is_one_line(reference, data_root, env,
-                                                                      tmp_path):
+def test_a_run_config_with_an_integer_too_long_for_python_is_one_line(reference, env, tmp_path):
     """An integer longer than Python's int-to-string limit in config.json (was a ValueError
     traceback from json.load): one line from every command reading it; nothing changed."""
     digits = sys.get_int_max_str_digits() + 1
@@ -954,8 +953,7 @@ def test_a_run_config_with_an_integer_too_long_for_python_is_one_line(reference,
     assert snapshot(workdir) == before
 
 
-def test_a_runs_config_json_given_as_config_trains_the_same_run(reference, data_root, env,
-                                                                tmp_path):
+def test_a_runs_config_json_given_as_config_trains_the_same_run(reference, env, tmp_path):
     """``--config RUN/config.json`` is accepted deliberately: the run's settings as a new
     run's config, which trains the same run."""
     workdir = str(tmp_path / 'again')
