@@ -479,3 +479,53 @@ def test_activitynet_configs_share_one_base():
     a, b = (config.load_config(os.path.join(CONFIGS, n))
             for n in ('activitynet12.py', 'activitynet13.py'))
     assert config.to_dict(a) == config.to_dict(b)
+
+
+def _one_line_refusal(capsys, argv, *words):
+    status = cli_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith(f'wtal-jax {argv[0]}: error: ') and 'Traceback' not in err[0]
+    for word in words:
+        assert word in err[0], (word, err[0])
+    return err[0]
+
+
+def test_a_config_of_another_kind_says_what_config_takes(tmp_path, capsys):
+    """A .yaml (was an AttributeError traceback), a folder, a FIFO, or JSON that is not a
+    run's config (was '132 invalid settings: ... is missing; ...'): what --config takes."""
+    (tmp_path / 'c.yaml').write_text('train:\n  num_steps: 3\n')
+    (tmp_path / 'folder').mkdir()
+    os.mkfifo(tmp_path / 'fifo.py')
+    (tmp_path / 'gt.json').write_text('{"database": {"v": {"annotations": []}}}')
+    (tmp_path / 'list.json').write_text('[1, 2]')
+    (tmp_path / 'noext').write_text('def get_config():\n    return None\n')
+    takes = "--config takes a Python config file (configs/*.py) or a run's config.json"
+    cases = {'c.yaml': 'neither a .py nor a .json file', 'noext': 'neither a .py nor a .json',
+             'folder': 'not a regular file', 'fifo.py': 'not a regular file',
+             'gt.json': "not a run's config.json", 'list.json': "not a run's config.json"}
+    for name, problem in cases.items():
+        path = str(tmp_path / name)
+        _one_line_refusal(capsys, ['train', '--config', path, '--workdir',
+                                   str(tmp_path / 'run')], f'{path}: {problem}', takes)
+    assert not os.path.exists(tmp_path / 'run')
+
+
+def test_a_get_config_that_exits_or_raises_is_one_line_through_the_cli(tmp_path, capsys):
+    """A config file is code: one whose get_config() calls exit() (was rc 0 and no output)
+    or raises, exits while loading, or returns something else is one line naming it."""
+    cases = {
+        'exits.py': ('import sys\n\n\ndef get_config():\n    sys.exit(0)\n',
+                     'get_config() raised SystemExit: 0'),
+        'raises.py': ('def get_config():\n    raise ValueError("no data here")\n',
+                      'get_config() raised ValueError: no data here'),
+        'exits_on_load.py': ('raise SystemExit(3)\n', 'cannot load config: SystemExit: 3'),
+        'returns_a_dict.py': ('def get_config():\n    return {}\n',
+                              'get_config() returned a dict, not an ml_collections.ConfigDict'),
+    }
+    for name, (text, words) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        _one_line_refusal(capsys, ['train', '--config', str(path), '--workdir',
+                                   str(tmp_path / 'run')], f'{path}: {words}')
+    assert not os.path.exists(tmp_path / 'run')

@@ -346,3 +346,94 @@ def test_training_holds_no_features_of_the_evaluated_splits(data_root, tmp_path,
           '--config.train.log_every_steps=2', '--config.eval.every_steps=4')
     assert len(refs) == 8 + 5   # the test split and the selection split were read
     assert alive == [0, 0]      # and are not held during training
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: a config that cannot fit is refused from the config, before anything is written
+
+def _um_params(d, e, c):
+    """UM's parameters by hand: the k = 3 convolution (weights and bias), the bias-free
+    classifier (SPEC §2)."""
+    return 3 * d * e + e + e * c
+
+
+def test_the_memory_floor_of_thumos14_and_the_quick_start_by_hand():
+    """The floor (runs/memory.py) against a hand count: per seed 16 bytes per parameter
+    (parameters, Adam's two moments, gradients, float32) plus the step, key and the two
+    optimiser counts (20 bytes); the batch's B x T x (D + 2E) and the chunk's chunk x (D + E)
+    float32 values. THUMOS'14 with five seeds and the quick start stay far below 24 GiB."""
+    from wtal_jax.runs import memory
+    cfg = config.load_config(os.path.join(CONFIGS, 'thumos14.py'), ['--config.seeds=[0,1,2,3,4]'])
+    estimate = memory.for_training(cfg, 1)
+    assert estimate.terms == {'train state': 5 * (16 * _um_params(2048, 2048, 20) + 20),
+                              'batches': 5 * 16 * 750 * (2048 + 2 * 2048) * 4,
+                              'inference chunk': 8192 * (2048 + 2048) * 4}
+    assert estimate.total == 2_618_851_428 and estimate.total < (24 << 30) / 9
+    # Two devices: each holds every seed's state and half of each batch.
+    assert memory.for_training(cfg, 2).terms['batches'] == 5 * 8 * 750 * 6144 * 4
+    quick = config.load_config(os.path.join(CONFIGS, 'synthetic.py'))   # C from the data: 1
+    assert memory.for_training(quick, 1).total == (16 * _um_params(256, 512, 1) + 20
+                                                   + 16 * 256 * (256 + 1024) * 4
+                                                   + 8192 * (256 + 512) * 4) < 51 << 20
+    bf16 = config.load_config(os.path.join(CONFIGS, 'thumos14.py'),
+                              ['--config.model.dtype=bfloat16'])
+    assert memory.for_training(bf16, 1).terms['batches'] == 16 * 750 * 6144 * 2
+    assert memory.for_evaluation(cfg, 20).terms == {
+        'parameters': 4 * _um_params(2048, 2048, 20), 'inference chunk': 8192 * 4096 * 4}
+
+
+# name -> (arguments, the term named largest and the setting to lower)
+TOO_LARGE = {
+    'seeds': (['--seeds', '300000', '--config.train.batch_size=1',
+               '--config.model.embed_dim=512'], 'lower the seeds or model.embed_dim'),
+    'batch_size': (['--config.train.batch_size=100000000'],
+                   'lower train.batch_size, data.num_segments or the seeds'),
+    'num_segments': (['--config.data.num_segments=4000000000',
+                      '--config.eval.chunk_segments=4000000001'],
+                     'lower train.batch_size, data.num_segments or the seeds'),
+    'chunk_segments': (['--config.eval.chunk_segments=100000000000'],
+                       'lower eval.chunk_segments'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(TOO_LARGE))
+def test_a_config_that_cannot_fit_in_memory_is_refused_before_anything_is_written(
+        case, data_root, tmp_path, capsys):
+    """Were MemoryError, RESOURCE_EXHAUSTED tracebacks, or a run folder holding only its
+    lock; now one line with the estimate and the limit, and no run folder."""
+    from wtal_jax import cli
+    from wtal_jax.io_utils import available_memory_bytes
+    args, knob = TOO_LARGE[case]
+    workdir = tmp_path / 'run'
+    status = cli.main(['train', '--config', os.path.join(CONFIGS, 'synthetic.py'), '--workdir',
+                       str(workdir), '--quiet', *TINY, f'--config.data.root={data_root}', *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith('wtal-jax train: error: training needs at least '), err[0]
+    assert 'of host memory available; ' + knob in err[0]
+    # The limit said is the host's available memory (within what changed meanwhile).
+    said = float(err[0].split('more than the ')[1].split(' GiB')[0])
+    assert abs(said * 2 ** 30 - available_memory_bytes()) < 2 ** 30
+    assert not workdir.exists()
+
+
+def test_training_features_too_large_for_the_device_are_refused_and_the_new_folder_removed(
+        data_root, tmp_path, capsys, monkeypatch):
+    """With train.data_on_device=always the training features go to the device whole: the
+    check counts them (here a limit of just above the step's own floor)."""
+    from wtal_jax import cli
+    from wtal_jax.runs import memory
+    cfg = tiny_config(data_root)
+    floor = memory.for_training(cfg, 1).total
+    monkeypatch.setattr(memory, 'limit', lambda device: (floor + 1000, 'test memory'))
+    workdir = tmp_path / 'run'
+    status = cli.main(['train', '--config', os.path.join(CONFIGS, 'synthetic.py'), '--workdir',
+                       str(workdir), '--quiet', *TINY, f'--config.data.root={data_root}',
+                       '--config.train.data_on_device=always'])
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith(('note: ', 'training data: '))]
+    assert status == 2 and len(err) == 1, err
+    assert 'training features ' in err[0]
+    assert err[0].endswith('or keep the training features on the host '
+                           '(train.data_on_device=never)'), err[0]
+    assert not workdir.exists()   # created for the run, emptied and removed

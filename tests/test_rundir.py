@@ -727,3 +727,364 @@ def test_run_directory_mistakes_are_one_line(case, reference, tmp_path, capsys):
     for word in words:
         assert word in err[0], (word, err[0])
     assert snapshot(reference) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# The run-directory holes of the hostile user's issue
+
+def test_deleting_the_lock_file_lets_no_second_writer_in(reference, data_root, env, tmp_path):
+    """The writer locks the run folder itself: ``rm RUN/.lock`` (the file only names the
+    holder) leaves the run locked, and a second writer is refused, touching nothing."""
+    workdir = copy_run(reference, tmp_path)
+    holder = hold(env, workdir)
+    try:
+        os.remove(os.path.join(workdir, '.lock'))
+        before = snapshot(workdir)
+        proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=12'))
+        assert_one_line_error(proc, 'train', workdir, 'in use by another process',
+                              'another --workdir')
+        assert snapshot(workdir) == before
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+
+
+def test_a_training_whose_lock_file_is_deleted_stays_the_only_writer(data_root, env, tmp_path):
+    """The issue's case with a real training: its lock file deleted while it trains, the same
+    command again is refused in one line; the first goes on alone (one writer's rows)."""
+    workdir = str(tmp_path / 'run')
+    args = train_args(data_root, workdir, '--config.train.num_steps=100000',
+                      '--config.train.log_every_steps=5', '--config.eval.every_steps=1000',
+                      '--config.checkpoint.every_steps=5', '--config.checkpoint.keep=1')
+    first = start(env, *args)
+    try:
+        deadline = time.monotonic() + 240
+        while not (os.path.isdir(os.path.join(workdir, 'checkpoints')) and saved_steps(workdir)):
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        os.remove(os.path.join(workdir, '.lock'))
+        second = wtal(env, *args)
+        assert_one_line_error(second, 'train', workdir, 'in use by another process')
+        assert first.poll() is None   # still training, alone
+        rows_before = len(rows_of(workdir))
+        while len(rows_of(workdir)) < rows_before + 2:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        first.kill()
+        first.communicate()
+    rows = rows_of(workdir)   # read_metrics refuses rows of two writers
+    steps = [r['step'] for r in rows]
+    assert steps == list(range(5, 5 * len(rows) + 1, 5))
+
+
+def test_where_a_folder_cannot_be_locked_a_deleted_lock_file_stops_the_writer(tmp_path,
+                                                                             monkeypatch):
+    """On a file system that cannot lock a folder (NFS) the lock file is locked, and a writer
+    checks before each write that it is still the file it locked."""
+    from wtal_jax import io_utils
+    monkeypatch.setattr(io_utils, '_lock_folder', lambda folder: None)
+    path = str(tmp_path / 'run')
+    with RunDir(path, write=True) as first:
+        first.append_metrics({'step': 1, 'split': 'train', 'seed': 0, 'loss': 1.0})
+        with pytest.raises(UserError, match='in use by process'):
+            RunDir(path, write=True)
+        os.remove(os.path.join(path, '.lock'))
+        with RunDir(path, write=True):   # the newcomer the deleted file let in...
+            pass
+        with pytest.raises(UserError) as info:   # ...stops the first at its next write
+            first.append_metrics({'step': 2, 'split': 'train', 'seed': 0, 'loss': 1.0})
+        assert str(info.value) == (f'{os.path.join(path, ".lock")}: removed or replaced while '
+                                   'this process held it, so another may be writing here now; '
+                                   'stopped')
+    assert rows_of(path) == [{'step': 1, 'split': 'train', 'seed': 0, 'loss': 1.0}]
+
+
+def _append_lines(workdir, lines):
+    with open(os.path.join(workdir, METRICS_FILE), 'a') as f:
+        f.writelines(lines)
+
+
+def test_a_metrics_log_of_two_writers_is_refused_on_resume_and_changes_nothing(
+        reference, data_root, env, tmp_path):
+    with open(os.path.join(reference, METRICS_FILE)) as f:
+        lines = f.readlines()
+    cases = {   # a second writer's rows from step 1 again; the last evaluation written twice
+        'steps go back': (lines, f'line {len(lines) + 1} has step 3 after step 8'),
+        'a row twice': (lines[-1:], f'line {len(lines) + 1} repeats the test row of step 8 '
+                                    'of seed 0'),
+    }
+    for name, (extra, words) in cases.items():
+        workdir = copy_run(reference, tmp_path, name.replace(' ', '_'))
+        _append_lines(workdir, extra)
+        before = snapshot(workdir, lock=False)
+        procs = {'train': start(env, *train_args(data_root, workdir, *RUN,
+                                                 '--config.train.num_steps=12'))}
+        if importlib.util.find_spec('matplotlib'):   # the [viz] extra
+            procs['plot'] = start(env, 'plot', '--workdir', workdir, '--quiet', '--out',
+                                  tmp_path / 'plots')
+        for command, proc in procs.items():
+            assert_one_line_error(finish(proc), command, os.path.join(workdir, METRICS_FILE),
+                                  words, 'rows of two writers', 'a new --workdir')
+        assert snapshot(workdir, lock=False) == before
+
+
+def test_rows_of_two_writers_past_the_restored_step_are_dropped_as_any_such_rows(
+        reference, data_root, env, tmp_path):
+    """A resume drops every row past the step it restores: a second writer's rows there are
+    dropped with them, and the run ends as the uninterrupted one."""
+    workdir = copy_run(reference, tmp_path)
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', '8'))
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
+        lines = f.readlines()
+    _append_lines(workdir, [line for line in lines if json.loads(line)['step'] > 6])
+    assert_ok(wtal(env, *train_args(data_root, workdir, *RUN, STEPS)))
+    assert without_timing(rows_of(workdir)) == without_timing(rows_of(reference))
+
+
+def test_resuming_with_fewer_steps_than_trained_is_refused_and_changes_nothing(
+        reference, data_root, env, tmp_path):
+    """Trained to step 8, the same command with num_steps=4 would report 4 steps of a run
+    holding step 8 (and save num_steps=4 as its config): refused, naming step 8."""
+    workdir = copy_run(reference, tmp_path)
+    before = snapshot(workdir)
+    proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=4'))
+    assert_one_line_error(proc, 'train', workdir, 'has trained to step 8',
+                          'past train.num_steps=4', '--config.train.num_steps=8 or more',
+                          f'evaluate --checkpoint {os.path.join(workdir, "checkpoints")}/STEP',
+                          'a new --workdir')
+    assert snapshot(workdir) == before
+    # The same length again is a finished run's resumption: nothing to train, the same report.
+    assert_ok(wtal(env, *train_args(data_root, workdir, *RUN, STEPS)))
+    with open(os.path.join(workdir, 'report.json')) as f, \
+            open(os.path.join(reference, 'report.json')) as g:
+        assert json.load(f) == json.load(g)
+
+
+@pytest.mark.parametrize('mode', ['max', 'min'])
+def test_on_tied_metrics_the_report_evaluate_and_the_kept_checkpoint_agree(
+        mode, data_root, env, tmp_path, capsys):
+    """A learning rate of 1e-30 leaves the parameters as they were (float32), so every
+    evaluation ties: the report selects the earliest step, that step is the one kept on disk
+    (besides the latest), and ``evaluate`` (its best by default) evaluates it."""
+    from wtal_jax import cli
+    workdir = str(tmp_path / 'run')
+    assert_ok(wtal(env, *train_args(data_root, workdir, '--config.optim.learning_rate=1e-30',
+                                    '--config.train.num_steps=6', '--config.eval.every_steps=2',
+                                    '--config.checkpoint.every_steps=2',
+                                    '--config.checkpoint.keep=1',
+                                    f'--config.checkpoint.best_mode={mode}')))
+    selection = [r['average_mAP'] for r in rows_of(workdir) if r['split'] == 'selection']
+    assert len(selection) == 3 and len(set(selection)) == 1   # the tie
+    with open(os.path.join(workdir, 'report.json')) as f:
+        assert json.load(f)['per_seed'][0]['selected']['step'] == 2
+    assert saved_steps(workdir) == [2, 6]
+    assert cli.main(['evaluate', '--workdir', workdir, '--quiet']) == 0
+    assert 'test split, checkpoint step 2, seed 0' in capsys.readouterr().out
+
+
+def test_readers_never_call_a_checkpoint_damaged_while_a_training_writes_them(
+        data_root, env, tmp_path, capsys):
+    """``evaluate --which latest`` (and ``load_checkpoint`` under it) in a loop while a training
+    saves a checkpoint every step and deletes the one before (``checkpoint.keep=1``): a step
+    that vanishes or is half deleted while read is no damaged step. Every read succeeds, without
+    a warning, on ever newer steps, and nothing is moved aside."""
+    from wtal_jax import cli
+    workdir = str(tmp_path / 'run')
+    writer = start(env, *train_args(data_root, workdir, '--config.train.num_steps=100000',
+                                    '--config.checkpoint.every_steps=1',
+                                    '--config.checkpoint.keep=1',
+                                    '--config.train.log_every_steps=1000',
+                                    '--config.eval.every_steps=100000'))
+    steps = []
+    try:
+        deadline = time.monotonic() + 240
+        while not (os.path.isdir(os.path.join(workdir, 'checkpoints')) and saved_steps(workdir)):
+            assert writer.poll() is None and time.monotonic() < deadline, writer.stderr.read()
+            time.sleep(0.05)
+        for _ in range(40):
+            steps.append(rundir.load_checkpoint(workdir, which='latest').step)
+        for _ in range(2):
+            assert cli.main(['evaluate', '--workdir', workdir, '--which', 'latest',
+                             '--quiet']) == 0
+        assert writer.poll() is None, writer.stderr.read()
+    finally:
+        writer.kill()
+        writer.communicate()
+    err = capsys.readouterr().err
+    assert err == '', err
+    assert steps == sorted(steps) and steps[-1] > steps[0] + 10, steps
+    assert not os.path.exists(os.path.join(workdir, 'damaged_checkpoints'))
+
+
+def test_evaluate_with_a_chunk_too_large_for_memory_is_refused_before_any_work(
+        reference, capsys):
+    """Was numpy's _ArrayMemoryError (5.82 TiB) after loading the split: now one line with
+    the estimate and the limit, and the run untouched."""
+    from wtal_jax import cli
+    before = snapshot(reference)
+    status = cli.main(['evaluate', '--workdir', reference, '--quiet',
+                       '--config.eval.chunk_segments=100000000000'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    # 10^11 segments x (D + E = 16 + 32) float32 values: 19.2e12 bytes = 17.5 TiB.
+    assert err[0].startswith('wtal-jax evaluate: error: evaluate needs at least 17.5 TiB of '
+                             'memory (parameters '), err[0]
+    assert 'of host memory available; lower eval.chunk_segments' in err[0]
+    assert snapshot(reference) == before
+
+
+def test_a_run_config_with_an_integer_too_long_for_python_is_one_line(reference, env, tmp_path):
+    """An integer longer than Python's int-to-string limit in config.json (was a ValueError
+    traceback from json.load): one line from every command reading it; nothing changed."""
+    digits = sys.get_int_max_str_digits() + 1
+    with open(os.path.join(reference, 'config.json')) as f:
+        text = f.read().replace('"num_steps": 8', '"num_steps": 1' + '0' * (digits - 1))
+    workdir = _tampered(reference, tmp_path, text)
+    before = snapshot(workdir)
+    procs = {'evaluate': start(env, 'evaluate', '--workdir', workdir),
+             'train': start(env, 'train', '--workdir', workdir, '--quiet'),
+             'detect': start(env, 'detect', '--checkpoint', workdir, '--output',
+                             tmp_path / 'd.json', tmp_path / 'v.npy')}
+    for command, proc in procs.items():
+        assert_one_line_error(finish(proc), command, os.path.join(workdir, 'config.json'),
+                              f'an integer of {digits} digits; Python reads at most '
+                              f'{sys.get_int_max_str_digits()} digits')
+    assert snapshot(workdir) == before
+
+
+def test_a_runs_config_json_given_as_config_trains_the_same_run(reference, env, tmp_path):
+    """``--config RUN/config.json`` is accepted deliberately: the run's settings as a new
+    run's config, which trains the same run."""
+    workdir = str(tmp_path / 'again')
+    proc = wtal(env, 'train', '--config', os.path.join(reference, 'config.json'), '--workdir',
+                workdir, '--quiet')
+    assert_ok(proc)
+    assert without_timing(rows_of(workdir)) == without_timing(rows_of(reference))
+    assert RunDir(workdir).read_config() == RunDir(reference).read_config()
+
+
+def test_a_run_folder_path_that_is_not_utf8_is_refused_before_training(data_root, tmp_path,
+                                                                       capsys):
+    """Was a RuntimeError traceback from Orbax's array store at the first save, a run folder
+    half written; now one line before anything, for train and for readers."""
+    from wtal_jax import cli
+    workdir = os.fsdecode(os.fsencode(str(tmp_path)) + b'/run\xff\xfe')
+    shown = str(tmp_path) + '/run\\xff\\xfe'
+    for argv in (train_args(data_root, workdir, STEPS), ['evaluate', '--workdir', workdir]):
+        status = cli.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(err) == 1, err
+        assert err[0] == (f'wtal-jax {argv[0]}: error: {shown}: not valid UTF-8 (byte 0xff at '
+                          f'{len(os.fsencode(str(tmp_path))) + 4}); the checkpoints\' array '
+                          'store takes UTF-8 paths only: choose a run folder with a UTF-8 path')
+    assert os.listdir(tmp_path) == []
+
+
+def _fill(folder):
+    """Writes into ``folder`` until its file system is full."""
+    fd = os.open(os.path.join(folder, 'fill'), os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b'\0' * 4096)
+    except OSError as e:
+        assert e.errno == 28   # ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_before_the_first_write_names_the_file_and_leaves_nothing(tmpfs, data_root,
+                                                                             env):
+    """Was 'wtal-jax train: error: No space left on device' and an empty run folder."""
+    disk = tmpfs('64k')
+    _fill(disk)
+    workdir = str(disk / 'run')
+    proc = wtal(env, *train_args(data_root, workdir, STEPS))
+    assert_one_line_error(proc, 'train', f'{os.path.join(workdir, ".lock")}: No space left on '
+                          'device (writing the lock file that names this process)', status=1)
+    assert os.listdir(disk) == ['fill']
+
+
+def test_a_read_only_run_folder_is_refused_before_evaluating(reference, tmpfs, capsys,
+                                                             monkeypatch):
+    """Was a whole evaluation, then 'Read-only file system' at the results file; now the
+    folder is found read-only first (as root too, whom permission bits do not stop)."""
+    from wtal_jax import cli
+    from wtal_jax.runs import evaluate
+    disk = tmpfs('8m')
+    workdir = copy_run(reference, disk)
+    subprocess.run(['mount', '-o', 'remount,ro', str(disk)], check=True)
+    before = snapshot(workdir)
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError('evaluated a run whose results cannot be written')
+
+    monkeypatch.setattr(evaluate, 'Evaluator', no_evaluation)
+    status = cli.main(['evaluate', '--workdir', workdir, '--quiet'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and err == [
+        f'wtal-jax evaluate: error: {workdir}: Read-only file system (evaluate writes its '
+        'results into the run folder; nothing evaluated)'], err
+    assert snapshot(workdir) == before
+
+
+def test_resuming_one_seed_given_as_seeds_1_is_the_same_run(reference, data_root, env, tmp_path):
+    """``--seeds 1`` (the seeds 0..0) on a run trained with seed 0 was refused as
+    'seeds: [] -> [0]'; the seeds are compared as trained, so it resumes."""
+    workdir = copy_run(reference, tmp_path)
+    proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=10',
+                                 '--seeds', '1'))
+    assert_ok(proc)
+    assert f'resuming from step 8 in {workdir}' in proc.stderr
+    assert saved_steps(workdir)[-1] == 10
+    # Another seed is another run.
+    proc = wtal(env, *train_args(data_root, workdir, *RUN, '--config.train.num_steps=12',
+                                 '--seeds', '2'))
+    assert_one_line_error(proc, 'train', 'seeds: [0] -> [0, 1]')
+
+
+KILLED_BETWEEN_WRITES = '''
+import os, signal, sys
+from wtal_jax.runs import evaluate
+write = evaluate.write_json_atomic
+
+
+def killing(path, obj, **kwargs):   # SIGKILL where the metrics file would be written
+    if os.path.basename(path).startswith('metrics_'):
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(path, obj, **kwargs)
+
+
+evaluate.write_json_atomic = killing
+from wtal_jax import cli
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+def test_an_evaluate_killed_between_its_two_writes_leaves_no_metrics_of_another_results_file(
+        reference, env, tmp_path):
+    """The metrics file names its results file's SHA-256 and is removed before that file is
+    replaced: an evaluate of step 8 killed after writing its results leaves no metrics file
+    (not step 4's, beside step 8's results); the next evaluate writes both, matching."""
+    import hashlib
+    workdir = copy_run(reference, tmp_path)
+    results, metrics = (os.path.join(workdir, f'{kind}_test.json')
+                        for kind in ('results', 'metrics'))
+    assert_ok(wtal(env, 'evaluate', '--checkpoint', os.path.join(workdir, 'checkpoints', '4'),
+                   '--quiet'))
+    with open(metrics) as f:
+        assert json.load(f)['step'] == 4
+    with open(results, 'rb') as f:
+        step_4 = f.read()
+    proc = subprocess.run([sys.executable, '-c', KILLED_BETWEEN_WRITES, 'evaluate',
+                           '--workdir', workdir, '--which', 'latest', '--quiet'],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not os.path.exists(metrics)
+    with open(results, 'rb') as f:
+        assert f.read() != step_4   # step 8's results, without metrics describing them
+    assert_ok(wtal(env, 'evaluate', '--workdir', workdir, '--which', 'latest', '--quiet'))
+    with open(metrics) as f, open(results, 'rb') as g:
+        written = json.load(f)
+        assert written['step'] == 8 and written['results_file'] == 'results_test.json'
+        assert written['results_sha256'] == hashlib.sha256(g.read()).hexdigest()

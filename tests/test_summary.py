@@ -71,3 +71,34 @@ def test_a_missing_last_evaluation_is_one_line():
     with pytest.raises(UserError, match='no selection evaluation'):
         summary.run_report([r for r in ROWS if r['split'] != 'selection'], seeds=(0,),
                            select='selection', test_split='test', num_steps=30)
+
+
+def test_of_tied_values_the_one_rule_picks_the_earliest():
+    assert summary.best_index([0.3, 0.5, 0.2, 0.5], 'max') == 1
+    assert summary.best_index([0.3, 0.1, 0.2, 0.1], 'min') == 1
+    assert summary.best_index([0.4], 'min') == 0
+    # The report: seed 1's selection values tie at steps 10 and 20 (ROWS); under 'test' with a
+    # tie made at steps 10 and 30 for seed 0, the earliest again.
+    rows = [dict(r, average_mAP=0.50) if (r['split'], r['seed'], r['step']) == ('test', 0, 30)
+            else r for r in ROWS]
+    report = summary.run_report(rows, seeds=(0,), select='test', test_split='test',
+                                num_steps=30)
+    assert report['per_seed'][0]['selected']['step'] == 10
+
+
+def test_the_checkpoint_kept_as_a_seeds_best_is_the_one_the_rule_picks():
+    """The retention policy of ``checkpoints.open_manager`` on tied metrics, listed in any order
+    (Orbax's BestN kept the latest of equal values)."""
+    from collections import namedtuple
+    from wtal_jax.runs import checkpoints
+    info = namedtuple('Info', 'step metrics')
+    key = 'selection/average_mAP'
+    listed = [info(30, {key: [0.2, 0.4]}), info(10, {key: [0.5, 0.4]}), info(15, None),
+              info(20, {key: [0.5, 0.1]})]
+    keep = [checkpoints.SeedBest(key=key, seed=s, mode=m).should_preserve(listed)
+            for s, m in ((0, 'max'), (1, 'max'), (0, 'min'), (1, 'min'))]
+    assert keep == [[False, True, False, False],    # seed 0: 0.5 at steps 10 and 20 -> 10
+                    [False, True, False, False],    # seed 1: 0.4 at steps 30 and 10 -> 10
+                    [True, False, False, False],    # seed 0, min: 0.2 at step 30
+                    [False, False, False, True]]    # seed 1, min: 0.1 at step 20
+    assert checkpoints.SeedBest(key=key, seed=0, mode='max').should_preserve([]) == []

@@ -298,36 +298,122 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     write_atomic(path, lambda f: f.write(data), binary=True)
 
 
-@contextlib.contextmanager
-def hold_lock(path: str, *, busy: str) -> Iterator[None]:
-    """Holds an exclusive lock on the file ``path`` (created, and removed after) for a block.
+def _holder() -> str:
+    """This process, for the message refusing another holder: id, host, command, since when."""
+    command = ' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+    # An argument that is not valid UTF-8 (a path of other bytes) is written escaped.
+    command = command[:200].encode('utf-8', 'backslashreplace').decode('utf-8')
+    return (f'process {os.getpid()} on {socket.gethostname()} ({command}, since '
+            f'{time.strftime("%Y-%m-%d %H:%M:%S")})')
 
-    Another process holding it is refused at once: UserError ``busy (HOLDER)``, where HOLDER
-    names that process. The lock dies with its process, so a killed holder leaves at most a
-    stale file, which the next holder takes over.
+
+def _named_holder(path: str) -> str:
+    """Who holds a lock, as its holder wrote it in ``path``; 'another process' when that file
+    is gone or unreadable (a lock on a folder does not need it)."""
+    with contextlib.suppress(OSError, UserError):
+        return read_text(path, limit_bytes=4096, what='a lock file').strip() or 'another process'
+    return 'another process'
+
+
+def _lock_folder(folder: str) -> int | None:
+    """A descriptor of ``folder`` holding an exclusive flock on the folder itself; None where
+    the file system cannot lock a folder (NFS emulates flock with POSIX locks, which need a
+    file open for writing).
+
+    Raises:
+      BlockingIOError: another process holds it.
     """
+    fd = os.open(folder, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) |
+                 getattr(os, 'O_CLOEXEC', 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _lock_file(path: str) -> IO | None:
+    """The file ``path`` (created) with an exclusive flock on it; None when another process
+    holds it."""
     while True:
         lock = open(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0), 0o666),
                     'r+', encoding='utf-8')
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = lock.read().strip() or 'another process'
             lock.close()
-            raise UserError(f'{busy} ({holder})') from None
+            return None
         # A holder removes the file before it unlocks: if ours was removed after we opened it,
         # it guards nothing (a newcomer would lock a new file), so open the path again.
         with contextlib.suppress(FileNotFoundError):
             if os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
-                break
+                return lock
         lock.close()
+
+
+def _refusal(busy: str | Callable[[str], str], holder: str) -> UserError:
+    return UserError(busy(holder) if callable(busy) else f'{busy} ({holder})')
+
+
+@contextlib.contextmanager
+def hold_lock(path: str, *, busy: str | Callable[[str], str], folder: str | None = None
+              ) -> Iterator[Callable[[], None]]:
+    """Holds an exclusive lock for a block: on ``folder`` itself when given, else on the file
+    ``path``, which names the holder either way (created, and removed after).
+
+    Another process holding it is refused at once: UserError ``busy (HOLDER)``, or
+    ``busy(HOLDER)`` when ``busy`` is a function, where HOLDER names that process. The lock
+    dies with its process, so a killed holder leaves at most a stale file, which the next holder
+    takes over.
+
+    A lock on the file itself would guard nothing once a user deleted the file (a newcomer
+    would create and lock another): a lock on the folder holds whatever is deleted inside it.
+    Where the file system cannot lock a folder, the file is locked instead, and the function
+    this yields raises UserError once ``path`` no longer names the locked file; call it before
+    each write (it does nothing while the folder is locked).
+    """
+    fd = None
+    if folder is not None:
+        try:
+            fd = _lock_folder(folder)
+        except BlockingIOError:
+            raise _refusal(busy, _named_holder(path)) from None
+    lock = None
+    if fd is None:
+        lock = _lock_file(path)
+        if lock is None:
+            raise _refusal(busy, _named_holder(path))
+
+    def check() -> None:
+        if lock is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
+                return
+        raise UserError(f'{path}: removed or replaced while this process held it, so another '
+                        'may be writing here now; stopped')
+
     try:
-        lock.truncate()
-        lock.write(f'process {os.getpid()} on {socket.gethostname()}, since '
-                   f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n')
-        lock.flush()
-        yield
+        try:
+            if lock is None:   # the folder is locked: the file only names the holder
+                with open(path, 'w', encoding='utf-8') as note:
+                    note.write(_holder() + '\n')
+            else:
+                lock.truncate()
+                lock.write(_holder() + '\n')
+                lock.flush()
+        except OSError as e:   # a full disk: the first write of a run, named
+            raise OSError(e.errno, f'{e.strerror or e} (writing the lock file that names this '
+                                   'process)', path) from None
+        yield check
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        lock.close()
+        if lock is not None:
+            lock.close()
+        if fd is not None:
+            os.close(fd)

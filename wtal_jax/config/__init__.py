@@ -301,13 +301,21 @@ def frozen(cfg) -> ml_collections.FrozenConfigDict:
 # Config files
 
 
+# What --config takes, said whenever it is given something else.
+CONFIG_KINDS = '--config takes a Python config file (configs/*.py) or a run\'s config.json'
+
+
 def _run_config_file(path: str) -> ml_collections.ConfigDict:
-    """``get_config()`` of a Python config file, every way it can fail said in one line."""
+    """``get_config()`` of a Python config file, every way it can fail said in one line.
+
+    The file is code and runs when loaded, as every ml_collections config does: a config file
+    from someone else runs what it holds (docs/bad-input.md)."""
     if not os.path.exists(path):
         raise UserError(f'{path}: config file not found')
     if not os.path.isfile(path):
-        raise UserError(f'{path}: not a regular file; --config takes a Python config file '
-                        '(configs/*.py) or a run\'s config.json')
+        raise UserError(f'{path}: not a regular file; {CONFIG_KINDS}')
+    if not path.endswith('.py'):
+        raise UserError(f'{path}: neither a .py nor a .json file; {CONFIG_KINDS}')
     spec = importlib.util.spec_from_file_location('wtal_jax_user_config', path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -329,7 +337,13 @@ def _run_config_file(path: str) -> ml_collections.ConfigDict:
 def _read_saved(path: str) -> ml_collections.ConfigDict:
     """A run's config.json given as ``--config``: its settings, as a new run's config."""
     from wtal_jax.io_utils import read_json
-    return from_dict(read_json(path, what='a run config'), source=path)
+    values = read_json(path, what='a run config')
+    sections = [k for k, v in COMMON.items() if isinstance(v, dict)]
+    if not isinstance(values, dict) or not any(isinstance(values.get(k), dict)
+                                               for k in sections):
+        raise UserError(f'{path}: not a run\'s config.json (no sections of settings such as '
+                        f'data and train); {CONFIG_KINDS}')
+    return from_dict(values, source=path)
 
 
 def rebase(cfg: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:

@@ -12,6 +12,7 @@ checksums on restore. Steps are kept latest-K plus each seed's best.
 one manager); this module decides their content and layout.
 """
 
+import dataclasses
 import gc
 import json
 import os
@@ -25,6 +26,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 from wtal_jax import config as config_lib
 from wtal_jax import training
 from wtal_jax.runs.orbax_logs import absl_errors_only, describe, drop_abandoned_io_reports
+from wtal_jax.runs.summary import best_index
 
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -51,10 +53,7 @@ def open_manager(directory: str, *, keep: int, best_key: str | None = None,
     best_fn = None
     if best_key:
         best_fn = lambda m: m[best_key][0]  # noqa: E731
-        policies += [ocm.BestN(get_metric_fn=lambda m, s=s: m[best_key][s],
-                               reverse=best_mode == 'min', n=1,
-                               keep_checkpoints_without_metrics=False)
-                     for s in range(num_seeds)]
+        policies += [SeedBest(key=best_key, seed=s, mode=best_mode) for s in range(num_seeds)]
     # Orbax writes a step's metrics to disk only when ``best_fn`` is set; without them on disk
     # a resumed run would forget which earlier step was best and delete it.
     # Readers open without reading every step's metrics (``lightweight_initialize``): one
@@ -67,6 +66,28 @@ def open_manager(directory: str, *, keep: int, best_key: str | None = None,
     drop_abandoned_io_reports()
     with absl_errors_only(read_only):  # read-only managers warn that they are read-only
         return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedBest:
+    """An Orbax preservation policy: keeps the step whose metric ``key`` is best for ``seed``
+    by the report's rule (:func:`wtal_jax.runs.summary.best_index`: of equal values, the
+    earliest). Orbax's own ``BestN`` keeps the latest of equal values, which would delete the
+    step the report calls selected and leave ``evaluate`` another."""
+    key: str
+    seed: int
+    mode: str
+
+    def should_preserve(self, checkpoints, *, context=None) -> list[bool]:
+        """One flag per checkpoint (Orbax's ``PolicyCheckpointInfo``: ``step``, ``metrics``):
+        True for the best one; steps without the metric are left to the other policies."""
+        scored = sorted((c.step, i) for i, c in enumerate(checkpoints)
+                        if c.metrics is not None and self.key in c.metrics)
+        keep = None
+        if scored:
+            values = [checkpoints[i].metrics[self.key][self.seed] for _, i in scored]
+            keep = scored[best_index(values, self.mode)][1]
+        return [i == keep for i in range(len(checkpoints))]
 
 
 def step_metrics_problem(step_dir: str) -> str | None:

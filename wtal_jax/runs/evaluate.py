@@ -10,13 +10,17 @@ results file without its metrics.
 import hashlib
 import json
 import os
+import tempfile
 from typing import NamedTuple
+
+import jax
 
 from wtal_jax import config as config_lib
 from wtal_jax.data import splits
 from wtal_jax.io_utils import write_json_atomic
 from wtal_jax.postprocess import snippet
 from wtal_jax.postprocess.evaluator import Evaluator
+from wtal_jax.runs import memory
 from wtal_jax.runs.rundir import load_checkpoint
 
 
@@ -40,6 +44,19 @@ def output_paths(workdir: str, split: str, *, seed: int | None, protocol: str
             os.path.join(workdir, f'metrics_{split}{suffix}{tag}.json'))
 
 
+def _check_writable(folder: str) -> None:
+    """Raises the OSError, naming ``folder``, where no file can be created in it (a read-only
+    file system or folder): found by creating and removing an empty file, which also holds for
+    root, whom permission bits do not stop."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix='.evaluate-', suffix='.tmp')
+    except OSError as e:
+        raise OSError(e.errno, f'{e.strerror or e} (evaluate writes its results into the run '
+                               'folder; nothing evaluated)', folder) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def evaluate_run(source: str, *, which: str = 'best', seed: int | None = None,
                  split: str | None = None, protocol: str = 'seconds',
                  ambiguous: str | None = None, config_path: str | None = None, overrides=(),
@@ -57,11 +74,14 @@ def evaluate_run(source: str, *, which: str = 'best', seed: int | None = None,
     ckpt = load_checkpoint(source, which=which, seed=seed,
                            overrides=() if config_path else overrides)
     cfg = config_lib.load_config(config_path, overrides) if config_path else ckpt.cfg
+    device = jax.local_devices()[0]
+    memory.check(memory.for_evaluation(cfg, len(ckpt.names)), [device], 'evaluate')
     name = split or cfg.data.test.subset
     several = len(config_lib.run_seeds(ckpt.cfg)) > 1
     results_path, metrics_path = output_paths(ckpt.workdir, name,
                                               seed=ckpt.seed if several else None,
                                               protocol=protocol)
+    _check_writable(ckpt.workdir)   # before the work, not after it
     splits.prepare_dataset(cfg, progress=progress)
     data = splits.load_split(cfg, name, ckpt.names, progress=progress)
     evaluation = Evaluator(cfg, data, ckpt.model, split_name=name)(

@@ -25,7 +25,7 @@ from wtal_jax import config as config_lib
 from wtal_jax.data import splits as data_splits
 from wtal_jax.data.splits import SELECTION
 from wtal_jax.postprocess.evaluator import Evaluator
-from wtal_jax.runs import checkpoints, distributed, summary
+from wtal_jax.runs import checkpoints, distributed, memory, summary
 from wtal_jax.runs.rundir import REPORT_FILE, RunDir, best_key, load_checkpoint, resolve
 
 
@@ -162,6 +162,7 @@ def _restore_or_start(run: RunDir, cfg, names, built, replicated, fingerprint, p
             state['train'] = _init_from(cfg, names, built)
         return distributed.replicate(state, replicated), 0
     run.check_same_run(cfg)
+    _refuse_past(run, cfg.train.num_steps)
     state, meta, start = run.restore(checkpoints.abstract_state(cfg, names, replicated))
     if meta.get('data') and meta['data'] != fingerprint:
         raise UserError(
@@ -172,6 +173,26 @@ def _restore_or_start(run: RunDir, cfg, names, built, replicated, fingerprint, p
     if procs.primary:
         note(f'resuming from step {start} in {run.path}')
     return state, start
+
+
+def _refuse_what_cannot_fit(cfg, table_bytes: int = 0) -> None:
+    """Refuses a config whose training needs more memory than a device has (``memory``: a
+    floor, from the config alone; ``table_bytes``: the training features going to it)."""
+    devices = distributed.training_devices(cfg.train.num_devices)
+    memory.check(memory.for_training(cfg, len(devices), table_bytes=table_bytes), devices,
+                 'training')
+
+
+def _refuse_past(run: RunDir, num_steps: int) -> None:
+    """Refuses to resume a run saved past ``train.num_steps``: its checkpoints, metrics and
+    report would then describe two lengths of one run."""
+    last = run.steps()[-1]
+    if last > num_steps:
+        raise UserError(f'{run.path} has trained to step {last}, past train.num_steps='
+                        f'{num_steps}: resume it with --config.train.num_steps={last} or more, '
+                        f'evaluate an earlier step with evaluate --checkpoint '
+                        f'{run.checkpoint_dir}/STEP, or train {num_steps} steps in a new '
+                        '--workdir')
 
 
 def _training_data(cfg, train_split, seeds, devices, replicated, procs):
@@ -193,6 +214,8 @@ def _training_data(cfg, train_split, seeds, devices, replicated, procs):
                                     table_bytes, local_device)
     if procs.count > 1:
         on_device = bool(distributed.broadcast(np.array(on_device)))
+    if on_device:
+        _refuse_what_cannot_fit(cfg, table_bytes)
     if procs.primary:
         where = 'on the device, gathered in the step' if on_device else \
             f'on the host, {cfg.train.prefetch_workers} prefetch threads'
@@ -215,6 +238,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
 
     procs = distributed.current()
     _check_init_from(cfg)
+    _refuse_what_cannot_fit(cfg)   # before the run folder or any buffer exists
     # The run directory first: a second writer is refused before any work.
     with RunDir(workdir, write=True, primary=procs.primary,
                 barrier=distributed.barrier if procs.count > 1 else None) as run:

@@ -6,10 +6,11 @@ Layout of ``WORKDIR``::
     metrics.jsonl      one JSON row per training log and per evaluation, in step order
     checkpoints/STEP/  orbax checkpoints (see ``checkpoints``)
     report.json        the final report of a training run
-    .lock              held (flock) by the one process that writes this run
+    .lock              names the one process that writes this run (which locks the folder)
     damaged_checkpoints/STEP/  steps a resumed training found damaged, set aside
 
-:class:`RunDir` owns all of it: one writer at a time (a second is refused with the holder's
+:class:`RunDir` owns all of it: one writer at a time (the writer locks the run folder itself,
+so deleting anything inside it lets no second writer in; a second is refused with the holder's
 process id; the kernel releases the lock of a killed process, so a stale lock never blocks),
 one checkpoint manager (closed on exit), checksummed restore with fallback to the newest intact
 step, a crash-safe metrics log, and the check that a resumed run is the same run on the same
@@ -17,11 +18,10 @@ data. Every problem is a one-line :class:`~wtal_jax.errors.UserError`, or, where
 refused a write (a full disk), a one-line ``OSError`` naming the file or folder.
 """
 
-import fcntl
+import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +35,7 @@ from wtal_jax.errors import UserError
 from wtal_jax.io_utils import write_json_atomic, write_text_atomic
 from wtal_jax import method as method_lib
 from wtal_jax import training
-from wtal_jax.runs import checkpoints, orbax_logs
+from wtal_jax.runs import checkpoints, orbax_logs, summary
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -49,6 +49,16 @@ RESUMABLE_CHANGES = ('train.num_steps', 'train.log_every_steps', 'train.prefetch
                      'train.prefetch_workers', 'train.num_devices', 'train.data_on_device',
                      'train.device_memory_fraction', 'eval.every_steps', 'eval.chunk_segments',
                      'checkpoint.every_steps', 'data.root')
+
+
+# A reader that finds a step failing waits this long (seconds) for it to vanish before calling
+# it damaged: a training deleting it (Orbax unlinks a step's few files, then its folder) takes
+# milliseconds. A damaged step costs a reader this once.
+VANISH_WAIT_S = 1.0
+# How often a reader lists the steps again when those it tried were deleted as it read them:
+# a training with checkpoint.keep=1 that saves every step may delete each step within a read
+# (half the reads of the tiny test run); real runs save every hundreds of steps.
+RELISTS = 20
 
 
 # A config is sections of fields whose values are numbers, names or lists of them: JSON nested
@@ -114,16 +124,34 @@ class RunDir:
         self._orbax_logs = None
         self._saving = None   # the step whose asynchronous save may still be running
         self._write_failed = False
-        self._lock = None
+        self._lock = contextlib.ExitStack()
+        self._lock_intact = lambda: None
+        self._created = False
+        problem = _utf8_problem(self.path)
+        if problem:   # found now, not at the first save, where Orbax's array store fails
+            raise UserError(f'{os.fsencode(self.path).decode("utf-8", "backslashreplace")}: '
+                            f'not valid UTF-8 ({problem}); the checkpoints\' array store '
+                            'takes UTF-8 paths only: choose a run folder with a UTF-8 path')
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
         if write:
+            # Only the primary removes a new folder it left empty: the other processes of a run
+            # may end while it still writes.
+            self._created = primary and not os.path.exists(self.path)
             try:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as e:
                 raise UserError(f'{path}: cannot create the run folder ({e.strerror})') from None
             if primary:
-                self._acquire_lock()
+                try:
+                    self._lock_intact = self._lock.enter_context(io_utils.hold_lock(
+                        os.path.join(self.path, LOCK_FILE), folder=self.path,
+                        busy=lambda holder: f'{self.path} is in use by {holder}; wait for it '
+                                            'to finish or use another --workdir'))
+                except BaseException:
+                    if self._created:
+                        _remove_empty(self.path)
+                    raise
         elif not os.path.isdir(self.path):
             raise UserError(f'{path}: no such run directory')
 
@@ -163,28 +191,9 @@ class RunDir:
                     for line in self._orbax_logs.take():
                         warn(f'orbax: {line}')
                 self._orbax_logs = None
-            if self._lock is not None:
-                self._lock.close()  # closing the descriptor releases the flock
-                self._lock = None
-
-    def _acquire_lock(self) -> None:
-        lock = open(os.path.join(self.path, LOCK_FILE), 'a+')
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or 'another process'
-            lock.close()
-            raise UserError(f'{self.path} is in use by {holder}; wait for it to finish or use '
-                            'another --workdir') from None
-        lock.seek(0)
-        lock.truncate()
-        command = ' '.join(os.path.basename(a) if i == 0 else a
-                           for i, a in enumerate(sys.argv))[:200]
-        lock.write(f'process {os.getpid()} on {socket.gethostname()} ({command}, since '
-                   f'{time.strftime("%Y-%m-%d %H:%M:%S")})\n')
-        lock.flush()
-        self._lock = lock
+            self._lock.close()   # releases the lock and removes the file naming the holder
+            if self._created:    # a new run that wrote nothing leaves no folder behind
+                _remove_empty(self.path)
 
     # -- config ----------------------------------------------------------------------------
 
@@ -211,11 +220,17 @@ class RunDir:
 
     def write_config(self, cfg) -> None:
         if self.primary:
+            self._lock_intact()
             write_json_atomic(self.config_path, config_lib.to_dict(cfg), indent=2)
 
     def check_same_run(self, cfg) -> None:
-        """Refuses to resume under a config that would change what the run trains."""
-        changed = config_changes(self.read_config(), cfg, RESUMABLE_CHANGES)
+        """Refuses to resume under a config that would change what the run trains. The seeds
+        are compared as the run trains them (``seed=0`` and ``seeds=(0,)`` are one seed)."""
+        saved = self.read_config()
+        ignore = RESUMABLE_CHANGES
+        if config_lib.run_seeds(saved) == config_lib.run_seeds(cfg):
+            ignore += ('seed', 'seeds')
+        changed = config_changes(saved, cfg, ignore)
         if changed:
             raise UserError(f'{self.path} holds a run trained with another config '
                             f'({", ".join(changed[:4])}); use a new --workdir to train this one')
@@ -226,12 +241,13 @@ class RunDir:
     def metrics_path(self) -> str:
         return os.path.join(self.path, METRICS_FILE)
 
-    def read_metrics(self, *, quiet: bool = False) -> list[dict]:
-        """All rows of ``metrics.jsonl`` in order.
+    def read_metrics(self, *, quiet: bool = False, upto: int | None = None) -> list[dict]:
+        """The rows of ``metrics.jsonl`` in order (those of steps up to ``upto`` if given).
 
         Each row is written as one line with its newline in one call, so only a crash while
         writing can leave a last line without one: that torn line is dropped with a warning.
-        Damage anywhere else is an error.
+        Damage anywhere else is an error, and so are rows that one writer cannot have written
+        (see :func:`mixed_rows`).
         """
         try:
             with open(self.metrics_path, encoding='utf-8') as f:
@@ -253,14 +269,24 @@ class RunDir:
             if not isinstance(row, dict) or not isinstance(row.get('step'), int):
                 raise UserError(f'{self.metrics_path}: line {number} is not a metrics row')
             rows.append(row)
-        return rows
+        if upto is not None:
+            rows = [(n, r) for n, r in enumerate(rows, 1) if r['step'] <= upto]
+        else:
+            rows = list(enumerate(rows, 1))
+        problem = mixed_rows(rows)
+        if problem:
+            raise UserError(f'{self.metrics_path}: {problem}: rows of two writers (a second '
+                            'training of this run at the same time), a history no report can '
+                            'use; train again in a new --workdir')
+        return [r for _, r in rows]
 
     def restart_metrics(self, step: int) -> None:
         """Keeps the rows up to ``step``: the rows a resumed run has not redone. A fresh start
         (0) keeps none, without reading them (they may be those of a crashed start)."""
         if not self.primary:
             return
-        rows = [r for r in self.read_metrics() if r['step'] <= step] if step else []
+        rows = self.read_metrics(upto=step) if step else []
+        self._lock_intact()
         if rows or os.path.exists(self.metrics_path):
             write_text_atomic(self.metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
 
@@ -269,6 +295,7 @@ class RunDir:
         nothing it has written); ``sync`` makes it durable at checkpoints."""
         if not self.primary:
             return
+        self._lock_intact()
         try:
             with open(self.metrics_path, 'a', encoding='utf-8') as f:
                 f.write(json.dumps(row, allow_nan=False) + '\n')
@@ -312,7 +339,8 @@ class RunDir:
                         folder, keep=cfg.checkpoint.keep, best_key=best_key(cfg),
                         best_mode=cfg.checkpoint.best_mode, num_seeds=num_seeds)
                 else:
-                    manager = checkpoints.open_manager(folder, keep=1, read_only=True)
+                    manager = self._listing(lambda: checkpoints.open_manager(
+                        folder, keep=1, read_only=True))
             except BaseException:
                 logs.detach()
                 raise
@@ -350,7 +378,9 @@ class RunDir:
         return sorted(self.manager().all_steps())
 
     def best_step(self, key: str, mode: str, seed: int = 0) -> int | None:
-        """The saved step with the best value of metric ``key`` for ``seed``, or None.
+        """The saved step with the best value of metric ``key`` for ``seed`` (by
+        :func:`~wtal_jax.runs.summary.best_index`, the report's rule: of equal values, the
+        earliest), or None.
 
         A step whose metrics cannot be read is left out, with a warning.
         """
@@ -368,7 +398,7 @@ class RunDir:
                 scored.append((metrics[key][seed], step))
         if not scored:
             return None
-        return (max if mode == 'max' else min)(scored)[1]
+        return scored[summary.best_index([value for value, _ in scored], mode)][1]
 
     def save(self, step: int, state, meta: dict, metrics: dict | None) -> None:
         """Starts an asynchronous save of ``state`` with ``meta`` (which holds its checksums).
@@ -378,6 +408,7 @@ class RunDir:
             (see :meth:`wait`).
         """
         self.wait()   # the previous save's failure, named as its own
+        self._lock_intact()
         self.sync_metrics()  # rows up to this step are durable before it is
         self._saving = step
         self._writing(lambda: checkpoints.save(self.manager(), step, state, meta, metrics))
@@ -422,7 +453,10 @@ class RunDir:
         ``abstract_state``: the structure to restore into, or a function of a step's meta
         returning it.
 
-        A damaged step is skipped with a one-line warning; none intact is a UserError.
+        A damaged step is skipped with a one-line warning; none intact is a UserError. A reader
+        (evaluate, detect, plot) may read while a training saves and deletes steps: a step that
+        fails because it vanished (:meth:`_vanished`) is no damaged step; once the candidates
+        are spent, the steps saved meanwhile are listed and tried, newest first.
         """
         manager = self.manager()
         saved = sorted(manager.all_steps(), reverse=True)
@@ -434,19 +468,57 @@ class RunDir:
         candidates = saved if candidates is None else candidates
         if not candidates:
             raise UserError(f'{self.path}: no checkpoint in {checkpoints.CHECKPOINT_DIR}/')
-        problems = []
-        for candidate in candidates:
+        problems, tried = [], set()
+        for _ in range(RELISTS):
+            vanished = []
+            for candidate in (c for c in candidates if c not in tried):
+                tried.add(candidate)
+                try:
+                    state, meta = checkpoints.restore(manager, candidate, abstract_state)
+                except checkpoints.CorruptCheckpoint as e:
+                    if self._orbax_logs is not None:
+                        self._orbax_logs.take()   # Orbax's logs of this failure: said below
+                    if self._vanished(candidate):
+                        vanished.append(candidate)
+                    else:
+                        problems.append((candidate, str(e)))
+                    continue
+                self._report_damaged(problems, candidate, quiet=quiet)
+                return state, meta, candidate
+            if not vanished:
+                break
+            if step is not None:
+                raise UserError(f'{self.path}: no checkpoint at step {step} any more (the '
+                                'training writing this run deleted it as it was read)')
+            self._listing(manager.reload)
+            candidates = sorted(manager.all_steps(), reverse=True)
+        found = '; '.join(p for _, p in problems) or 'every step was deleted as it was read'
+        raise UserError(f'{self.checkpoint_dir}: no intact checkpoint ({found})')
+
+    def _listing(self, action):
+        """``action()``, an Orbax call that lists the steps (stating each), tried again where a
+        step vanished as it was listed: a reader's race with a training's clean-up."""
+        for attempt in range(RELISTS):
             try:
-                state, meta = checkpoints.restore(manager, candidate, abstract_state)
-            except checkpoints.CorruptCheckpoint as e:
-                problems.append((candidate, str(e)))
-                if self._orbax_logs is not None:
-                    self._orbax_logs.take()   # Orbax's logs of this damage: said in one line
-                continue
-            self._report_damaged(problems, candidate, quiet=quiet)
-            return state, meta, candidate
-        raise UserError(f'{self.checkpoint_dir}: no intact checkpoint '
-                        f'({"; ".join(p for _, p in problems)})')
+                return action()
+            except FileNotFoundError:
+                if self.write or attempt == RELISTS - 1:
+                    raise
+
+    def _vanished(self, step: int) -> bool:
+        """Whether ``step``, which failed to read, is gone or going rather than damaged: a
+        training writing this run deletes the steps its retention drops (their files first,
+        then the folder). A reader waits up to VANISH_WAIT_S for the folder to go; a writer
+        deletes only its own steps, so for it a failure is damage."""
+        if self.write:
+            return False
+        path = os.path.join(self.checkpoint_dir, str(step))
+        deadline = time.monotonic() + VANISH_WAIT_S
+        while os.path.isdir(path):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _report_damaged(self, problems: list[tuple[int, str]], restored: int, *,
                         quiet: bool) -> None:
@@ -471,6 +543,41 @@ class RunDir:
             return checkpoints.restore_meta(self.manager(), step)
         except checkpoints.CorruptCheckpoint as e:
             raise UserError(f'{self.checkpoint_dir}: {e}') from None
+
+
+def _utf8_problem(path: str) -> str | None:
+    """Where the bytes of ``path`` stop being UTF-8 ('byte 0xff at 9'), or None."""
+    data = os.fsencode(path)
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        return f'byte 0x{data[e.start]:02x} at {e.start}'
+    return None
+
+
+def _remove_empty(folder: str) -> None:
+    """Removes ``folder`` where it holds nothing but empty folders (``checkpoints/`` of a run
+    refused before its first save)."""
+    for base, _, _ in os.walk(folder, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(base)
+
+
+def mixed_rows(rows: list[tuple[int, dict]]) -> str | None:
+    """Where numbered metrics rows (line, row) stop being the log of one writer, which appends
+    every row once, in step order: a step before the one above it, or a row (step, split,
+    seed) given twice. None when they are one writer's."""
+    seen, last = set(), 0
+    for line, row in rows:
+        step, split, seed = row['step'], row.get('split'), row.get('seed')
+        if step < last:
+            return f'line {line} has step {step} after step {last}'
+        if (step, split, seed) in seen:
+            of = '' if seed is None else f' of seed {seed}'
+            return f'line {line} repeats the {split} row of step {step}{of}'
+        seen.add((step, split, seed))
+        last = step
+    return None
 
 
 def _one_line(error: BaseException) -> str:

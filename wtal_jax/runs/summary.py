@@ -27,13 +27,23 @@ RULES = {
 SCALARS = ('average_mAP', 'accuracy', 'classification_mAP')
 
 
+def best_index(values, mode: str) -> int:
+    """The index of the best of ``values`` (N numbers, one per evaluation in step order) under
+    ``mode`` ('max' or 'min'); of equal best values, the first: the earliest step.
+
+    The one rule that picks a best step: for the report's 'selected' and 'test_selection'
+    (:func:`seed_report`), for ``evaluate``'s best checkpoint (``RunDir.best_step``) and for the
+    checkpoint kept as each seed's best (``checkpoints.open_manager``).
+    """
+    values = np.asarray(values, np.float64)
+    return int(np.argmax(values) if mode == 'max' else np.argmin(values))
+
+
 def _best(rows: list[dict], metric: str, mode: str) -> dict | None:
-    """The first row with the best ``metric`` (equal values: the earliest step)."""
+    """The row with the best ``metric`` (:func:`best_index`: equal values, the earliest)."""
     if not rows:
         return None
-    values = np.array([r[metric] for r in rows], np.float64)
-    index = int(np.argmax(values) if mode == 'max' else np.argmin(values))
-    return rows[index]
+    return rows[best_index([r[metric] for r in rows], mode)]
 
 
 def _numbers(row: dict) -> dict:
