@@ -169,3 +169,27 @@ def test_each_seeds_best_step_is_kept_across_a_reopened_manager(tmp_path, mode):
         assert sorted(manager.all_steps()) == [1, 6]   # seed 1's best moved to 6
     kept = sorted(int(n) for n in os.listdir(tmp_path) if n.isdigit())
     assert kept == [1, 6]
+
+
+def test_a_step_a_reader_has_pinned_outlives_the_retention(tmp_path):
+    """A training keeping the latest step only keeps a step a reader is reading (pinned) too,
+    and drops it at its next save once the reader is done; a pin left by a dead reader (its
+    file unlocked) keeps nothing and is removed."""
+    readers = str(tmp_path / checkpoints.READERS_DIR)
+    with checkpoints.open_manager(str(tmp_path / 'checkpoints'), keep=1) as manager:
+        state = _state()
+        _save(manager, 1, state)
+        manager.wait_until_finished()
+        with checkpoints.pin(readers, 1):
+            assert checkpoints.pinned_steps(readers) == {1}
+            for step in (2, 3):
+                _save(manager, step, state)
+                manager.wait_until_finished()
+            assert sorted(manager.all_steps()) == [1, 3]
+        assert not os.path.exists(readers)            # the read left nothing behind
+        os.makedirs(readers)
+        stale = os.path.join(readers, '3.999.dead')
+        open(stale, 'w').close()                       # nobody holds its lock
+        _save(manager, 4, state)
+        manager.wait_until_finished()
+        assert sorted(manager.all_steps()) == [4] and not os.path.exists(stale)

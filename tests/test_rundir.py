@@ -481,7 +481,7 @@ def test_a_torn_last_metrics_line_is_dropped_by_resume_and_plot(reference, data_
     proc = finish(plot)
     assert_ok(proc)
     assert len(warnings_of(proc)) == 1 and torn in proc.stderr
-    assert os.path.isfile(tmp_path / 'plots' / 'curves.png')
+    assert os.path.isfile(tmp_path / 'plots' / 'curves_seed0.png')
     resume = wtal(env, *train_args(data_root, workdir, *RUN, STEPS))
     assert_ok(resume)
     assert torn in resume.stderr

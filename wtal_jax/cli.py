@@ -10,6 +10,9 @@ Every subcommand that takes a config takes ``--config.KEY=VALUE`` overrides. A p
 user's input ends in one line on stderr, ``wtal-jax COMMAND: error: MESSAGE``, and exit status 2;
 a file the system cannot read or write (a full disk, a permission) ends the same way with exit
 status 1; never a traceback for either. Anything else is a bug and keeps its traceback.
+
+One module of ~650 lines on purpose: the whole command surface, every subcommand's options and
+their help, reads in one place.
 """
 
 import argparse

@@ -32,6 +32,10 @@ non-empty OUT is replaced only with ``force`` and only if an earlier ``prepare``
 at a time writes OUT (a lock file beside it; another run is refused at once), and each run first
 cleans up, saying so, what an interrupted one left beside OUT: an unfinished output is removed,
 an earlier output that ``--force`` had moved aside is put back if OUT is missing.
+
+One module of ~700 lines on purpose: every public release's format (THUMOS'14's per-class files,
+W-TALC's single file, ActivityNet's JSON, per-video or per-stream feature files) ends in the one
+layout here, so that training reads one format.
 """
 
 import dataclasses

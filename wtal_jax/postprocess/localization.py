@@ -13,7 +13,9 @@ a few rounds. The only Python loops are over the selected classes of a video and
 rounds.
 
 Positions below index the upsampled sequence of ``L = len(np.arange(0, T', 1 / upsample))``
-points (about ``upsample * T'``). Everything is computed in float64.
+points (about ``upsample * T'``). Everything is computed in float64 (a method's float32 scores
+keep float32 for the differences of neighbours in upsampling, as SciPy does). One module of
+~500 lines: the steps of one algorithm, in order.
 """
 
 import dataclasses

@@ -12,10 +12,13 @@ checksums on restore. Steps are kept latest-K plus each seed's best.
 one manager); this module decides their content and layout.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import gc
 import json
 import os
+import secrets
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +32,9 @@ from wtal_jax.runs.orbax_logs import absl_errors_only, describe, drop_abandoned_
 from wtal_jax.runs.summary import best_index
 
 CHECKPOINT_DIR = 'checkpoints'
+# Beside the checkpoints: one file per step a reader is reading, share-locked while it reads
+# (``pin``), so that a training writing the run keeps that step until the read is done.
+READERS_DIR = '.readers'
 
 
 class CorruptCheckpoint(Exception):
@@ -49,7 +55,8 @@ def open_manager(directory: str, *, keep: int, best_key: str | None = None,
     one number per seed; None keeps the latest steps only. Saves are asynchronous: ``save``
     returns once the arrays are copied off the device, and the files are written behind.
     """
-    policies = [ocm.LatestN(n=keep)]
+    policies = [ocm.LatestN(n=keep), ReaderPins(os.path.join(os.path.dirname(
+        os.path.abspath(directory)), READERS_DIR))]
     best_fn = None
     if best_key:
         best_fn = lambda m: m[best_key][0]  # noqa: E731
@@ -88,6 +95,72 @@ class SeedBest:
             values = [checkpoints[i].metrics[self.key][self.seed] for _, i in scored]
             keep = scored[best_index(values, self.mode)][1]
         return [i == keep for i in range(len(checkpoints))]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderPins:
+    """An Orbax preservation policy: keeps every step a reader has pinned (:func:`pin`), so
+    that ``evaluate --which latest`` during a training never loses the step it reads to the
+    training's retention. A pin whose reader died (its lock released) keeps nothing."""
+    folder: str
+
+    def should_preserve(self, checkpoints, *, context=None) -> list[bool]:
+        pinned = pinned_steps(self.folder)
+        return [c.step in pinned for c in checkpoints]
+
+
+def pinned_steps(folder: str) -> set[int]:
+    """The steps of the live pins in ``folder``; stale pin files are removed."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    live = set()
+    for name in names:
+        step = name.split('.', 1)[0]
+        if not step.isdigit():
+            continue
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            live.add(int(step))          # a reader holds it
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)          # its reader is gone
+        finally:
+            os.close(fd)
+    return live
+
+
+@contextlib.contextmanager
+def pin(folder: str, step: int):
+    """Marks ``step`` as being read for the block (see :class:`ReaderPins`). Where the run
+    folder cannot be written (a read-only copy: no training writes it either) nothing is
+    pinned and the read goes on."""
+    fd = path = None
+    name = f'{step}.{os.getpid()}.{secrets.token_hex(4)}'
+    with contextlib.suppress(OSError):
+        os.makedirs(folder, exist_ok=True)
+        # Locked under a name no writer reads as a pin, then named: never seen unlocked.
+        hidden = os.path.join(folder, '.' + name)
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.rename(hidden, os.path.join(folder, name))
+        path = os.path.join(folder, name)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                os.rmdir(folder)   # a read leaves the run as it found it (unless others read)
 
 
 def step_metrics_problem(step_dir: str) -> str | None:

@@ -16,10 +16,13 @@ one checkpoint manager (closed on exit), checksummed restore with fallback to th
 step, a crash-safe metrics log, and the check that a resumed run is the same run on the same
 data. Every problem is a one-line :class:`~wtal_jax.errors.UserError`, or, where the system
 refused a write (a full disk), a one-line ``OSError`` naming the file or folder.
+
+One module of ~600 lines on purpose: every way into a run (its writer, its readers, one seed's
+checkpoint for evaluate, detect and plot) goes through this one object; the log's format is
+``metrics_log``, a checkpoint's content ``checkpoints``.
 """
 
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -31,11 +34,11 @@ import jax
 
 from wtal_jax import config as config_lib
 from wtal_jax import io_utils
-from wtal_jax.errors import UserError
-from wtal_jax.io_utils import write_json_atomic, write_text_atomic
 from wtal_jax import method as method_lib
 from wtal_jax import training
-from wtal_jax.runs import checkpoints, orbax_logs, summary
+from wtal_jax.errors import UserError
+from wtal_jax.io_utils import write_json_atomic
+from wtal_jax.runs import checkpoints, metrics_log, orbax_logs, summary
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
@@ -98,6 +101,13 @@ def config_changes(saved, wanted, ignore=()) -> list[str]:
     a, b = _flatten(config_lib.to_dict(saved)), _flatten(config_lib.to_dict(wanted))
     return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(a.keys() | b.keys())
             if a.get(k) != b.get(k) and k not in ignore]
+
+
+class Restored(NamedTuple):
+    """A checkpoint read back intact: its state, its JSON meta and its step."""
+    state: object
+    meta: dict
+    step: int
 
 
 class RunDir:
@@ -242,43 +252,8 @@ class RunDir:
         return os.path.join(self.path, METRICS_FILE)
 
     def read_metrics(self, *, quiet: bool = False, upto: int | None = None) -> list[dict]:
-        """The rows of ``metrics.jsonl`` in order (those of steps up to ``upto`` if given).
-
-        Each row is written as one line with its newline in one call, so only a crash while
-        writing can leave a last line without one: that torn line is dropped with a warning.
-        Damage anywhere else is an error, and so are rows that one writer cannot have written
-        (see :func:`mixed_rows`).
-        """
-        try:
-            with open(self.metrics_path, encoding='utf-8') as f:
-                lines = f.read().split('\n')
-        except FileNotFoundError:
-            return []
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f'{self.metrics_path}: unreadable ({e})') from None
-        if lines[-1]:
-            if not quiet:
-                warn(f'{self.metrics_path}: dropped a torn last line {len(lines)} (a crash '
-                     'while writing it)')
-        rows = []
-        for number, line in enumerate(lines[:-1], 1):
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError):
-                row = None
-            if not isinstance(row, dict) or not isinstance(row.get('step'), int):
-                raise UserError(f'{self.metrics_path}: line {number} is not a metrics row')
-            rows.append(row)
-        if upto is not None:
-            rows = [(n, r) for n, r in enumerate(rows, 1) if r['step'] <= upto]
-        else:
-            rows = list(enumerate(rows, 1))
-        problem = mixed_rows(rows)
-        if problem:
-            raise UserError(f'{self.metrics_path}: {problem}: rows of two writers (a second '
-                            'training of this run at the same time), a history no report can '
-                            'use; train again in a new --workdir')
-        return [r for _, r in rows]
+        """The rows of ``metrics.jsonl`` in order (see :func:`metrics_log.read`)."""
+        return metrics_log.read(self.metrics_path, quiet=quiet, upto=upto)
 
     def restart_metrics(self, step: int) -> None:
         """Keeps the rows up to ``step``: the rows a resumed run has not redone. A fresh start
@@ -287,27 +262,18 @@ class RunDir:
             return
         rows = self.read_metrics(upto=step) if step else []
         self._lock_intact()
-        if rows or os.path.exists(self.metrics_path):
-            write_text_atomic(self.metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
+        metrics_log.rewrite(self.metrics_path, rows)
 
     def append_metrics(self, row: dict) -> None:
-        """Appends one row, flushed to the operating system at once (a killed process loses
-        nothing it has written); ``sync`` makes it durable at checkpoints."""
+        """Appends one row, at once (see :func:`metrics_log.append`)."""
         if not self.primary:
             return
         self._lock_intact()
-        try:
-            with open(self.metrics_path, 'a', encoding='utf-8') as f:
-                f.write(json.dumps(row, allow_nan=False) + '\n')
-                f.flush()
-        except OSError as e:   # a full disk: a torn last line at worst, dropped on resume
-            raise OSError(e.errno, f'{e.strerror or e} (the row of step {row["step"]} not '
-                                   'written)', self.metrics_path) from None
+        metrics_log.append(self.metrics_path, row)
 
     def sync_metrics(self) -> None:
-        if self.primary and os.path.exists(self.metrics_path):
-            with open(self.metrics_path, 'rb+') as f:
-                os.fsync(f.fileno())
+        if self.primary:
+            metrics_log.sync(self.metrics_path)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -446,9 +412,9 @@ class RunDir:
                                   'are intact', self.checkpoint_dir) from None
 
     def restore(self, abstract_state, *, step: int | None = None,
-                candidates: list[int] | None = None, quiet: bool = False):
+                candidates: list[int] | None = None, quiet: bool = False) -> 'Restored':
         """Restores the first intact step among ``candidates`` (default: ``step`` alone, or
-        every saved step, newest first); returns (state, meta, step).
+        every saved step, newest first).
 
         ``abstract_state``: the structure to restore into, or a function of a step's meta
         returning it.
@@ -474,7 +440,7 @@ class RunDir:
             for candidate in (c for c in candidates if c not in tried):
                 tried.add(candidate)
                 try:
-                    state, meta = checkpoints.restore(manager, candidate, abstract_state)
+                    state, meta = self._read_step(manager, candidate, abstract_state)
                 except checkpoints.CorruptCheckpoint as e:
                     if self._orbax_logs is not None:
                         self._orbax_logs.take()   # Orbax's logs of this failure: said below
@@ -484,7 +450,7 @@ class RunDir:
                         problems.append((candidate, str(e)))
                     continue
                 self._report_damaged(problems, candidate, quiet=quiet)
-                return state, meta, candidate
+                return Restored(state, meta, candidate)
             if not vanished:
                 break
             if step is not None:
@@ -504,6 +470,16 @@ class RunDir:
             except FileNotFoundError:
                 if self.write or attempt == RELISTS - 1:
                     raise
+
+    def _read_step(self, manager, step: int, abstract_state):
+        """(state, meta) of one step, verified; a reader pins it first, so that a training
+        writing this run keeps it until the read is done (``checkpoints.ReaderPins``)."""
+        if self.write:
+            return checkpoints.restore(manager, step, abstract_state)
+        with checkpoints.pin(os.path.join(self.path, checkpoints.READERS_DIR), step):
+            if not os.path.isdir(os.path.join(self.checkpoint_dir, str(step))):
+                raise checkpoints.CorruptCheckpoint(f'step {step}: deleted before it was read')
+            return checkpoints.restore(manager, step, abstract_state)
 
     def _vanished(self, step: int) -> bool:
         """Whether ``step``, which failed to read, is gone or going rather than damaged: a
@@ -561,23 +537,6 @@ def _remove_empty(folder: str) -> None:
     for base, _, _ in os.walk(folder, topdown=False):
         with contextlib.suppress(OSError):
             os.rmdir(base)
-
-
-def mixed_rows(rows: list[tuple[int, dict]]) -> str | None:
-    """Where numbered metrics rows (line, row) stop being the log of one writer, which appends
-    every row once, in step order: a step before the one above it, or a row (step, split,
-    seed) given twice. None when they are one writer's."""
-    seen, last = set(), 0
-    for line, row in rows:
-        step, split, seed = row['step'], row.get('split'), row.get('seed')
-        if step < last:
-            return f'line {line} has step {step} after step {last}'
-        if (step, split, seed) in seen:
-            of = '' if seed is None else f' of seed {seed}'
-            return f'line {line} repeats the {split} row of step {step}{of}'
-        seen.add((step, split, seed))
-        last = step
-    return None
 
 
 def _one_line(error: BaseException) -> str:

@@ -12,6 +12,9 @@ of THUMOS'14 when given the folder with its ``durations.json``, ``gt.json`` and
 ``split_test.txt`` (``data=``), and otherwise on 210 generated videos of THUMOS'14-like lengths
 with synthetic ground truth, so that every benchmark runs from a fresh clone. The network has
 random weights and the features are random: speed does not depend on their values.
+
+One module of ~700 lines on purpose: each benchmark, its sizes and the FLOP counts its rates are
+figured from, side by side, so that every figure in BENCHMARKS.md reads from one place.
 """
 
 import json
