@@ -1,13 +1,17 @@
 """Packed variable-length inference equals one-video-at-a-time ``training.forward`` (SPEC §5.1)."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 
 from wtal_jax.postprocess import inference
 from wtal_jax.data import sampling
-from wtal_jax import training
+from wtal_jax import config, training
+from wtal_jax.method.um import METHOD
 from wtal_jax.method.um.models import UMModel
+from wtal_jax.method.um.scores import from_output
 
 C, D, E = 4, 6, 16
 T = 24                 # num_segments
@@ -15,9 +19,20 @@ R_ACT, R_BKG = 9, 4
 CHUNK = 40             # > T: several chunks, and videos that would straddle a chunk boundary
 
 
+def step_hp(**settings):
+    """The default config, frozen, with these model settings (the methods' ``hp``)."""
+    cfg = config.default_config()
+    cfg.model.update(settings)
+    return config.frozen(cfg)
+
+
+# The selection ratios; no selection dropout, so the keyed pass below is the evaluation pass.
+HP = step_hp(r_act=R_ACT, r_bkg=R_BKG, selection_dropout=0.0)
+
+
 @pytest.fixture(scope='module')
 def model_and_params():
-    model = UMModel(num_classes=C, embed_dim=E)
+    model = UMModel(num_classes=C, embed_dim=E, dropout_rate=0.7)
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, T, D), np.float32),
                         train=False)['params']
     return model, params
@@ -25,8 +40,8 @@ def model_and_params():
 
 @pytest.fixture(scope='module')
 def forward_one():
-    """train.forward on one video (1, T', D), compiled once per length."""
-    return jax.jit(training.forward, static_argnames=('model', 'hp'))
+    """UM's training.forward on one video (1, T', D), compiled once per length."""
+    return jax.jit(functools.partial(training.forward, METHOD), static_argnames=('module', 'hp'))
 
 
 def videos_of(lengths, seed=0):
@@ -36,12 +51,14 @@ def videos_of(lengths, seed=0):
 
 
 def check_against_forward(model, params, forward_one, videos, outputs):
-    hp = training.StepConfig(r_act=R_ACT, r_bkg=R_BKG)
+    # The evaluation pass: the keyed pass of the same parameters without any dropout.
+    deterministic = model.clone(dropout_rate=0.0)
+    keys = jax.random.split(jax.random.PRNGKey(0), 1)
     assert len(outputs) == len(videos)
-    for video, out in zip(videos, outputs):
+    for video, out in zip(videos, map(from_output, outputs)):
         sampled = video[sampling.test_indices(len(video), T)]
         assert len(sampled) == min(len(video), T)
-        ref = jax.device_get(forward_one(model, params, sampled[None], hp=hp))
+        ref = jax.device_get(forward_one(deterministic, params, sampled[None], hp=HP, keys=keys))
         n = len(sampled)
         assert out.magnitudes.shape == (n,) and out.cas_softmax.shape == (n, C)
         assert out.num_segments == len(video)
@@ -91,7 +108,7 @@ def test_packed_predictor_equals_one_video_forward(model_and_params, forward_one
     videos = videos_of(lengths, seed=len(lengths))
     packed = inference.pack(videos, num_segments=T, chunk_size=CHUNK)
     assert len(packed.chunks) >= 2
-    predictor = inference.Predictor(model, r_act=R_ACT, r_bkg=R_BKG, video_multiple=8)
+    predictor = inference.Predictor(METHOD, model, HP, video_multiple=8)
     outputs = predictor(params, packed, num_segments=T)
     check_against_forward(model, params, forward_one, videos, outputs)
 
@@ -100,14 +117,14 @@ def test_durations_pass_through(model_and_params):
     model, params = model_and_params
     videos = videos_of([3, 4])
     packed = inference.pack(videos, num_segments=T, chunk_size=CHUNK)
-    predictor = inference.Predictor(model, r_act=R_ACT, r_bkg=R_BKG)
+    predictor = inference.Predictor(METHOD, model, HP)
     out = predictor(params, packed, num_segments=T, durations=np.array([12.5, np.nan]))
     assert out[0].duration == 12.5 and out[1].duration is None
 
 
 def test_compilations_stay_at_two_for_different_length_mixes(model_and_params, forward_one):
     model, params = model_and_params
-    predictor = inference.Predictor(model, r_act=R_ACT, r_bkg=R_BKG, video_multiple=8)
+    predictor = inference.Predictor(METHOD, model, HP, video_multiple=8)
     mixes = [[1, 2, 3], [T, T, T, T, T, T, T, T], [50, 1, 7, 23, 24], [9, 100, 2, 2, 2, 2]]
     for i, lengths in enumerate(mixes):   # 3..8 videos: one padded count, 8; 1..4 chunks
         videos = videos_of(lengths, seed=10 + i)

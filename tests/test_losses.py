@@ -213,8 +213,8 @@ def test_total_loss_eq5_weights():
 
 
 def test_per_video_losses_combine_the_three_with_alpha_and_beta():
-    """train.per_video_losses wires selection outputs to the three losses (SPEC §3 defaults)."""
-    from wtal_jax import training
+    """UM's per_video_losses wires selection outputs to the three losses (SPEC §3 defaults)."""
+    from wtal_jax import config
     from wtal_jax.method.um import selection
     rng = np.random.default_rng(6)
     cas = rng.normal(size=(2, 12, 3)).astype(np.float32)
@@ -222,9 +222,9 @@ def test_per_video_losses_combine_the_three_with_alpha_and_beta():
     sel = selection.select(cas, selection.feature_magnitudes(feats), features=feats,
                            r_act=3, r_bkg=2)
     labels = np.array([[1, 0, 1], [0, 1, 0]], np.float32)
-    hp = training.StepConfig()
-    assert (hp.alpha, hp.beta, hp.margin) == (5e-4, 1.0, 100.0)
-    parts = training.per_video_losses(sel, labels, hp)
+    hp = config.frozen(config.default_config())
+    assert (hp.loss.alpha, hp.loss.beta, hp.loss.margin) == (5e-4, 1.0, 100.0)
+    parts = losses.per_video_losses(sel, labels, hp=hp)
     y_hat = labels / labels.sum(1, keepdims=True)
     cls = np_bce(sel.p_act, y_hat).mean(1)
     fa = np.asarray(sel.feat_act, np.float64)
@@ -238,16 +238,28 @@ def test_per_video_losses_combine_the_three_with_alpha_and_beta():
 
 
 _GRAD_CHECK = textwrap.dedent('''
-    import dataclasses
     import jax
     jax.config.update('jax_enable_x64', True)
     import jax.numpy as jnp
     import numpy as np
     from jax.test_util import check_grads
-    from wtal_jax import training
+    from wtal_jax import config, training
+    from wtal_jax.method.um import METHOD
+    from wtal_jax.method.um.losses import per_video_losses
     from wtal_jax.method.um.models import UMModel
 
+
+    def step_hp(**settings):
+        """The default config, frozen, with these model and loss settings."""
+        cfg = config.default_config()
+        for key, value in settings.items():
+            cfg['model' if key in cfg.model else 'loss'][key] = value
+        return config.frozen(cfg)
+
+
     model = UMModel(num_classes=3, embed_dim=8, dropout_rate=0.5)
+    # The evaluation pass is the keyed pass of the same parameters with no dropout at all.
+    deterministic = UMModel(num_classes=3, embed_dim=8, dropout_rate=0.0)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(0, 1, (2, 13, 4)))
     labels = jnp.asarray([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
@@ -257,18 +269,22 @@ _GRAD_CHECK = textwrap.dedent('''
     assert params['embed']['kernel'].dtype == jnp.float64
 
     def check(variant, key):
-        key = None if key is None else jax.random.split(key, x.shape[0])   # one per video
-        hp = training.StepConfig(r_act=3, r_bkg=2, cls_variant=variant, be_variant=variant,
-                              selection_dropout=0.5)
-        sel = jax.jit(lambda p: training.forward(model, p, x, hp=hp, keys=key))(params)
+        train = key is not None
+        module = model if train else deterministic
+        keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key,
+                                x.shape[0])   # one per video
+        settings = dict(r_act=3, r_bkg=2, cls_variant=variant, be_variant=variant,
+                        selection_dropout=0.5 if train else 0.0)
+        hp = step_hp(**settings)
+        sel = jax.jit(lambda p: training.forward(METHOD, module, p, x, hp=hp, keys=keys))(params)
         # A margin above the action feature norms, so L_um keeps both of its terms.
         norms = jnp.linalg.norm(sel.feat_act, axis=-1)
-        hp = dataclasses.replace(hp, margin=float(2 * jnp.max(norms)))
+        hp = step_hp(**settings, margin=float(2 * jnp.max(norms)))
 
         @jax.jit
         def total(p):
-            sel = training.forward(model, p, x, hp=hp, keys=key)
-            return jnp.mean(training.per_video_losses(sel, labels, hp)['loss'])
+            sel = training.forward(METHOD, module, p, x, hp=hp, keys=keys)
+            return jnp.mean(per_video_losses(sel, labels, hp=hp)['loss'])
 
         grads = jax.grad(total)(params)
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

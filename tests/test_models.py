@@ -10,6 +10,7 @@ import pytest
 from wtal_jax.method.um.models import UMModel, torch_uniform_init
 
 B, T, D, E, C = 2, 7, 64, 256, 5
+DROPOUT = 0.7  # the release's model.dropout_rate
 
 
 def init_params(model, *, seed=0, t=T, d=D):
@@ -35,7 +36,7 @@ def numpy_forward(x, params, *, dropout_scale=None):
 
 
 def test_parameter_shapes_and_no_classifier_bias():
-    params = init_params(UMModel(num_classes=C, embed_dim=E))
+    params = init_params(UMModel(num_classes=C, embed_dim=E, dropout_rate=DROPOUT))
     assert params['embed']['kernel'].shape == (3, D, E)
     assert params['embed']['bias'].shape == (E,)
     assert set(params['classifier']) == {'kernel'}   # the classifier has no bias (SPEC §2.2)
@@ -45,7 +46,7 @@ def test_parameter_shapes_and_no_classifier_bias():
 @pytest.mark.parametrize('path,fan_in', [(('embed', 'kernel'), 3 * D), (('embed', 'bias'), 3 * D),
                                          (('classifier', 'kernel'), E)])
 def test_pytorch_default_init_bounds(path, fan_in):
-    params = init_params(UMModel(num_classes=C, embed_dim=E))
+    params = init_params(UMModel(num_classes=C, embed_dim=E, dropout_rate=DROPOUT))
     w = np.asarray(params[path[0]][path[1]], np.float64).ravel()
     bound = 1.0 / math.sqrt(fan_in)
     assert np.all(np.abs(w) <= bound)
@@ -67,13 +68,13 @@ def test_torch_uniform_init_is_uniform_in_bound():
 
 
 def test_different_seeds_give_different_params():
-    model = UMModel(num_classes=C, embed_dim=E)
+    model = UMModel(num_classes=C, embed_dim=E, dropout_rate=DROPOUT)
     a, b = init_params(model, seed=0), init_params(model, seed=1)
     assert not np.array_equal(a['embed']['kernel'], b['embed']['kernel'])
 
 
 def test_forward_shapes_and_numpy_reference_with_zero_same_padding():
-    model = UMModel(num_classes=C, embed_dim=E)
+    model = UMModel(num_classes=C, embed_dim=E, dropout_rate=DROPOUT)
     params = init_params(model)
     # Positive inputs with a large first and last segment: a border that saw anything but zeros
     # beyond it (replicate/reflect padding, or a shifted kernel) would be far off.
@@ -96,7 +97,7 @@ def test_forward_shapes_and_numpy_reference_with_zero_same_padding():
 
 
 def test_single_segment_video_sees_zeros_on_both_sides():
-    model = UMModel(num_classes=C, embed_dim=E)
+    model = UMModel(num_classes=C, embed_dim=E, dropout_rate=DROPOUT)
     params = init_params(model)
     x = np.random.default_rng(1).normal(size=(1, 1, D)).astype(np.float32)
     _, features = model.apply({'params': params}, x, train=False)
@@ -105,7 +106,7 @@ def test_single_segment_video_sees_zeros_on_both_sides():
 
 
 def test_videos_of_a_batch_are_independent():
-    model = UMModel(num_classes=C, embed_dim=E)
+    model = UMModel(num_classes=C, embed_dim=E, dropout_rate=DROPOUT)
     params = init_params(model)
     x = np.random.default_rng(2).normal(size=(B, T, D)).astype(np.float32)
     cas, _ = model.apply({'params': params}, x, train=False)
@@ -148,7 +149,7 @@ def test_dropout_only_with_train_true():
 
 
 def test_train_true_needs_a_dropout_rng():
-    model = UMModel(num_classes=C, embed_dim=E)
+    model = UMModel(num_classes=C, embed_dim=E, dropout_rate=DROPOUT)
     params = init_params(model)
     with pytest.raises(Exception, match='(?i)rng|dropout'):
         model.apply({'params': params}, jnp.ones((1, T, D)), train=True)

@@ -8,7 +8,6 @@ architecture and parameter names, our own code). Its random weights go through
 """
 
 import collections
-import dataclasses
 import json
 import os
 import pickle
@@ -23,10 +22,11 @@ import numpy as np
 import pytest
 
 from wtal_jax import cli
+from wtal_jax import config as config_lib
 from wtal_jax.runs import rundir
 from wtal_jax.runs.rundir import METRICS_FILE
 from wtal_jax import training
-from wtal_jax.method.um import selection
+from wtal_jax.method.um import METHOD, selection, torch_layout
 from wtal_jax.tools import torch_convert
 from wtal_jax.errors import UserError
 from wtal_jax.method.um.models import UMModel
@@ -38,6 +38,13 @@ NAMES = ('a', 'b', 'c', 'd', 'e')
 SMALL = ['--config.data.feature_dim=32', '--config.model.embed_dim=64',
          '--config.data.class_names=a,b,c,d,e']
 TORCH_REASON = "PyTorch interop tests need the [torch] extra: pip install -e '.[torch]'"
+
+
+def small_config():
+    """UM's default config with the sizes of SMALL (D, E): what the conversions check against."""
+    cfg = config_lib.default_config()
+    cfg.data.feature_dim, cfg.model.embed_dim = D, E
+    return cfg
 
 
 @pytest.fixture(scope='module')
@@ -139,7 +146,7 @@ def converted(torch, tmp_path_factory):
     folder = tmp_path_factory.mktemp('torch_convert')
     model = reference_model(torch)
     state_dict = model.state_dict()
-    assert list(state_dict) == list(torch_convert.RELEASE_KEYS)
+    assert list(state_dict) == list(torch_layout.KEYS)
     path = str(folder / 'model_seed_0.pkl')
     torch.save(state_dict, path)
     workdir = str(folder / 'run')
@@ -164,8 +171,8 @@ def test_kernel_axis_order_without_torch():
     bias = rng.normal(size=(E,)).astype(np.float32)
     classifier = rng.normal(size=(C, E, 1)).astype(np.float32)
     params = torch_convert.torch_state_dict_to_params(
-        {torch_convert.CONV_WEIGHT: weight, torch_convert.CONV_BIAS: bias,
-         torch_convert.CLASSIFIER_WEIGHT: classifier}, feature_dim=D, embed_dim=E, num_classes=C)
+        {torch_layout.CONV_WEIGHT: weight, torch_layout.CONV_BIAS: bias,
+         torch_layout.CLASSIFIER_WEIGHT: classifier}, small_config(), C)
     x = rng.normal(size=(1, T, D)).astype(np.float32)
     padded = np.pad(x[0].astype(np.float64), ((1, 1), (0, 0)))
     # torch: out[e, t] = b[e] + sum_{d,k} w[e, d, k] * x_padded[t + k, d]
@@ -173,7 +180,7 @@ def test_kernel_axis_order_without_torch():
                                 np.stack([padded[t:t + 3] for t in range(T)]))
     features = np.maximum(expected, 0)
     cas = features @ classifier[:, :, 0].T.astype(np.float64)
-    model = UMModel(num_classes=C, embed_dim=E)
+    model = UMModel(num_classes=C, embed_dim=E, dropout_rate=0.7)
     got_cas, got_features = model.apply({'params': params}, x, train=False)
     assert_rel_close(got_features[0], features, 1e-5, 'features')
     assert_rel_close(got_cas[0], cas, 1e-5, 'cas')
@@ -206,29 +213,30 @@ def test_losses_and_gradients_match_pytorch(torch, converted, margin_kind):
         with torch.no_grad():
             norms = np.sort(torch.norm(ref_model(x)['feat_act'], dim=1).numpy())
         margin = float(norms[0] + norms[1]) / 2
-    hp = dataclasses.replace(training.StepConfig.from_config(cfg, C), selection_dropout=0.0,
-                             margin=margin)
+    cfg = config_lib.from_dict(config_lib.to_dict(cfg))   # a copy to change
+    cfg.model.selection_dropout, cfg.loss.margin = 0.0, margin
+    hp = config_lib.frozen(cfg)
 
     ref_model.zero_grad()
     ref = reference_losses(torch, ref_model(x), torch.from_numpy(converted.labels),
-                           margin=margin, alpha=hp.alpha, beta=hp.beta)
+                           margin=margin, alpha=hp.loss.alpha, beta=hp.loss.beta)
     ref['loss'].backward()
     ref_grads = {name: p.grad.numpy() for name, p in ref_model.named_parameters()}
 
     no_dropout = model.clone(dropout_rate=0.0)
 
     def objective(params):
-        sel = training.forward(no_dropout, params, jnp.asarray(converted.features), hp=hp,
-                            keys=jax.random.split(jax.random.PRNGKey(0),
-                                                  converted.features.shape[0]))
-        parts = training.per_video_losses(sel, jnp.asarray(converted.labels), hp)
+        sel = training.forward(METHOD, no_dropout, params, jnp.asarray(converted.features),
+                               hp=hp, keys=jax.random.split(jax.random.PRNGKey(0),
+                                                            converted.features.shape[0]))
+        parts = METHOD.losses(sel, jnp.asarray(converted.labels), hp=hp)
         means = {name: jnp.mean(value) for name, value in parts.items()}
         return means['loss'], means
 
     grads, ours = jax.jit(jax.grad(objective, has_aux=True))(state.params)
     for name in ('loss_cls', 'loss_um', 'loss_be', 'loss'):
         assert_rel_close(ours[name], ref[name].item(), 1e-6, name)
-    grads = torch_convert.params_to_torch_state_dict(grads)
+    grads = torch_convert.params_to_torch_state_dict(grads, cfg)
     assert set(grads) == set(ref_grads)
     for name, value in grads.items():
         assert_rel_close(value.numpy(), ref_grads[name], 1e-4, f'grad {name}')
@@ -275,14 +283,12 @@ def test_convert_command_runs_as_a_program(torch, converted, tmp_path):
 
 def test_wrapped_and_data_parallel_state_dicts(torch, converted):
     sd = converted.state_dict
-    expected = torch_convert.torch_state_dict_to_params(sd, feature_dim=D, embed_dim=E,
-                                                        num_classes=C)
+    expected = torch_convert.torch_state_dict_to_params(sd, small_config(), C)
     variants = [{'state_dict': sd, 'epoch': 3}, {'model': sd},
                 {f'module.{k}': v for k, v in sd.items()},
                 {k: v.numpy() for k, v in sd.items()}]
     for variant in variants:
-        params = torch_convert.torch_state_dict_to_params(variant, feature_dim=D, embed_dim=E,
-                                                          num_classes=C)
+        params = torch_convert.torch_state_dict_to_params(variant, small_config(), C)
         jax.tree.map(np.testing.assert_array_equal, params, expected)
 
 
@@ -345,7 +351,7 @@ class _NotATensor:
 def _state_dict(torch, **replace):
     sd = collections.OrderedDict(reference_model(torch).state_dict())
     for key, value in replace.items():
-        sd[getattr(torch_convert, key)] = value
+        sd[getattr(torch_layout, key)] = value
     return sd
 
 
@@ -362,7 +368,7 @@ def _make_torch_input(kind, torch, folder):
         torch.save(torch.zeros(2, 3), path)
     elif kind == 'missing key':
         sd = _state_dict(torch)
-        del sd[torch_convert.CONV_BIAS]
+        del sd[torch_layout.CONV_BIAS]
         torch.save(sd, path)
     elif kind == 'extra key':
         torch.save(dict(_state_dict(torch), **{'cas_module.extra.weight': torch.zeros(1)}),
@@ -483,7 +489,7 @@ def test_existing_checkpoints_need_force(torch, converted, tmp_path, capsys):
     params = rundir.load_checkpoint(workdir)[3].params
     np.testing.assert_array_equal(
         params['embed']['bias'], reference_model(torch, seed=7).state_dict()[
-            torch_convert.CONV_BIAS].numpy())
+            torch_layout.CONV_BIAS].numpy())
 
 
 def test_export_errors(torch, converted, tmp_path, capsys):
@@ -503,15 +509,14 @@ def test_export_errors(torch, converted, tmp_path, capsys):
     assert existing.read_bytes() == b'previous'
     assert run_cli(['export-torch', '--workdir', converted.workdir, str(existing), '--force'],
                    capsys)[0] == 0
-    assert list(torch.load(str(existing), weights_only=True)) == list(torch_convert.RELEASE_KEYS)
+    assert list(torch.load(str(existing), weights_only=True)) == list(torch_layout.KEYS)
 
 
 def test_conversion_function_errors_without_the_cli():
     with pytest.raises(UserError, match=r'model\.pt: expected a state dict .* found a list'):
-        torch_convert.torch_state_dict_to_params([], feature_dim=D, embed_dim=E,
-                                                 num_classes=C, source='model.pt')
+        torch_convert.torch_state_dict_to_params([], small_config(), C, source='model.pt')
 
 
 def test_export_function_rejects_other_parameters(torch):
-    with pytest.raises(ValueError, match='not UMModel parameters'):
-        torch_convert.params_to_torch_state_dict({'embed': {}})
+    with pytest.raises(ValueError, match='not um parameters'):
+        torch_convert.params_to_torch_state_dict({'embed': {}}, small_config())

@@ -1,6 +1,5 @@
 """Optimiser (SPEC §4), the train step, its pmap form and its compilation count."""
 
-import dataclasses
 import functools
 import os
 import subprocess
@@ -15,7 +14,9 @@ import numpy as np
 import optax
 import pytest
 
-from wtal_jax import training
+from wtal_jax import config, training
+from wtal_jax.method.um import METHOD
+from wtal_jax.method.um.losses import cls_scale
 from wtal_jax.method.um.models import UMModel
 
 
@@ -115,14 +116,34 @@ def test_per_step_learning_rate_list():
 
 
 C, D, E, T, B = 3, 6, 16, 12, 8
+NAMES = ('loss', 'loss_cls', 'loss_um', 'loss_be')   # UM's losses
+
+
+def step_hp(**settings):
+    """The default config, frozen, with these model and loss settings (the step's ``hp``)."""
+    cfg = config.default_config()
+    for key, value in settings.items():
+        cfg['model' if key in cfg.model else 'loss'][key] = value
+    return config.frozen(cfg)
+
+
+def any_keys(num_videos):
+    """Keys for a pass with no dropout at all: the keyed pass is then deterministic."""
+    return jax.random.split(jax.random.PRNGKey(0), num_videos)
 
 
 def setup(*, dropout=0.0, selection_dropout=0.0, seed=0):
     model = UMModel(num_classes=C, embed_dim=E, dropout_rate=dropout)
     tx = training.make_optimizer(optim_cfg(learning_rate=1e-2))
-    hp = training.StepConfig(r_act=3, r_bkg=2, selection_dropout=selection_dropout)
+    hp = step_hp(r_act=3, r_bkg=2, selection_dropout=selection_dropout)
     state = training.create_train_state(model, tx, seed=seed, feature_dim=D, num_segments=T)
     return model, tx, hp, state
+
+
+def plain_step(model, tx, hp):
+    """UM's train step on one device, jit-compiled: ``(state, batch) -> (state, metrics)``."""
+    return jax.jit(functools.partial(training.train_step, method=METHOD, module=model, tx=tx,
+                                     hp=hp))
 
 
 def make_batch(seed=0, *, real=B):
@@ -146,12 +167,13 @@ def test_create_train_state_is_deterministic_in_the_seed():
 def test_step_metrics_are_sums_over_real_videos_and_the_update_ignores_padding():
     model, tx, hp, state = setup()
     batch = make_batch(0, real=5)
-    step = jax.jit(functools.partial(training.train_step, model=model, tx=tx, hp=hp))
+    step = plain_step(model, tx, hp)
     new, metrics = step(state, batch)
     assert int(new.step) == 1 and int(metrics['count']) == 5
     # The loss sum equals the per-video losses of the real videos (no dropout: deterministic).
-    sel = training.forward(model, state.params, batch['features'][:5], hp=hp)
-    parts = training.per_video_losses(sel, batch['labels'][:5], hp)
+    sel = training.forward(METHOD, model, state.params, batch['features'][:5], hp=hp,
+                           keys=any_keys(5))
+    parts = METHOD.losses(sel, batch['labels'][:5], hp=hp)
     for name in ('loss', 'loss_cls', 'loss_um', 'loss_be'):
         np.testing.assert_allclose(metrics[name], np.sum(parts[name]), rtol=1e-5)
     # Gradient = gradient of the mean loss over real videos: an Adam step from the same state
@@ -184,15 +206,15 @@ def test_each_video_draws_its_own_dropout_from_its_row_in_the_global_batch():
     video to another row changes its draw (so a device split cannot change any draw)."""
     model, tx, hp, state = setup(dropout=0.7, selection_dropout=0.7)
     batch = make_batch(1)
-    step = jax.jit(functools.partial(training.train_step, model=model, tx=tx, hp=hp))
+    step = plain_step(model, tx, hp)
     _, metrics = step(state, batch)
     step_key = jax.random.fold_in(state.rng, state.step)
     expected = 0.0
     for b in range(B):
         key = jax.random.fold_in(step_key, b)
-        sel = training.forward(model, state.params, batch['features'][b:b + 1], hp=hp,
-                            keys=key[None])
-        expected += float(training.per_video_losses(sel, batch['labels'][b:b + 1], hp)['loss'][0])
+        sel = training.forward(METHOD, model, state.params, batch['features'][b:b + 1], hp=hp,
+                               keys=key[None])
+        expected += float(METHOD.losses(sel, batch['labels'][b:b + 1], hp=hp)['loss'][0])
     np.testing.assert_allclose(float(metrics['loss']), expected, rtol=1e-5)
     # Explicit rows 0..B-1 are the default; other rows give other draws.
     _, same = step(state, dict(batch, row=np.arange(B, dtype=np.int32)))
@@ -204,7 +226,7 @@ def test_each_video_draws_its_own_dropout_from_its_row_in_the_global_batch():
 def test_dropout_step_is_deterministic_for_a_seed_and_changes_with_it():
     def run(seed):
         model, tx, hp, state = setup(dropout=0.7, selection_dropout=0.7, seed=seed)
-        step = jax.jit(functools.partial(training.train_step, model=model, tx=tx, hp=hp))
+        step = plain_step(model, tx, hp)
         out = []
         for i in range(2):
             state, metrics = step(state, make_batch(i))
@@ -227,7 +249,7 @@ def test_dropout_step_is_deterministic_for_a_seed_and_changes_with_it():
 
 def compiled(model, tx, hp, num_devices=1, *, gather=False):
     mesh = training.make_mesh(jax.local_devices()[:num_devices])
-    return mesh, training.compile_train_step(model, tx, hp, mesh, gather=gather)
+    return mesh, training.compile_train_step(METHOD, model, tx, hp, mesh, gather=gather)
 
 
 def on_mesh(mesh, *trees):
@@ -251,8 +273,8 @@ def test_compiled_step_trains_each_seed_as_the_plain_step_would():
     stacked = training.stack_states(states)
     batch = seed_batches((0, 1, 2), real=6)
     mesh, step_fn = compiled(model, tx, hp)
-    new, sums = step_fn(*on_mesh(mesh, stacked, training.zero_metrics(3)), batch, None)
-    plain = jax.jit(functools.partial(training.train_step, model=model, tx=tx, hp=hp))
+    new, sums = step_fn(*on_mesh(mesh, stacked, training.zero_metrics(NAMES, 3)), batch, None)
+    plain = plain_step(model, tx, hp)
     for s in range(3):
         alone, metrics = plain(states[s], {k: v[s] for k, v in batch.items()})
         chex.assert_trees_all_close(training.unstack_state(new, s).params, alone.params,
@@ -274,7 +296,7 @@ def test_compiled_step_compiles_once_across_steps_and_a_remainder_batch(monkeypa
     monkeypatch.setattr(training, 'train_step', chex.assert_max_traces(counted, n=1))
     model, tx, hp, state = setup(dropout=0.5, selection_dropout=0.7)
     mesh, step_fn = compiled(model, tx, hp)
-    state, sums = on_mesh(mesh, training.stack_states([state]), training.zero_metrics(1))
+    state, sums = on_mesh(mesh, training.stack_states([state]), training.zero_metrics(NAMES, 1))
     for i, real in enumerate([B, B, 3, B, 5]):       # remainder batches carry mask zeros
         state, sums = step_fn(state, sums, seed_batches((i,), real=real), None)
     assert len(traces) == 1 and int(state.step[0]) == 5
@@ -296,10 +318,11 @@ def test_gathering_from_the_device_table_equals_host_features():
     model, tx, hp, state = setup(dropout=0.5, selection_dropout=0.7)
     mesh, on_host = compiled(model, tx, hp, gather=False)
     _, on_device = compiled(model, tx, hp, gather=True)
-    a, sa = on_host(*on_mesh(mesh, training.stack_states([state]), training.zero_metrics(1)), host,
-                    None)
-    b, sb = on_device(*on_mesh(mesh, training.stack_states([state]), training.zero_metrics(1)),
-                      device, jnp.asarray(table))
+    def start():   # a fresh copy each: the compiled step donates its state
+        return on_mesh(mesh, training.stack_states([state]), training.zero_metrics(NAMES, 1))
+
+    a, sa = on_host(*start(), host, None)
+    b, sb = on_device(*start(), device, jnp.asarray(table))
     chex.assert_trees_all_equal(a.params, b.params)
     chex.assert_trees_all_equal(sa, sb)
 
@@ -308,22 +331,29 @@ def test_bfloat16_computes_close_to_float32_and_keeps_float32_parameters():
     model, tx, hp, state = setup()
     bf16 = model.clone(dtype=jnp.bfloat16)
     batch = make_batch(0)
-    sel32 = training.forward(model, state.params, batch['features'], hp=hp)
-    sel16 = training.forward(bf16, state.params, batch['features'], hp=hp)
+    sel32 = training.forward(METHOD, model, state.params, batch['features'], hp=hp,
+                             keys=any_keys(B))
+    sel16 = training.forward(METHOD, bf16, state.params, batch['features'], hp=hp,
+                             keys=any_keys(B))
     assert sel16.p_act.dtype == jnp.float32 and sel16.magnitudes.dtype == jnp.float32
     np.testing.assert_allclose(sel16.magnitudes, sel32.magnitudes, rtol=2e-2)
     assert not np.array_equal(sel16.magnitudes, sel32.magnitudes)   # it did compute in bf16
-    new, _ = jax.jit(functools.partial(training.train_step, model=bf16, tx=tx, hp=hp))(state, batch)
+    new, _ = jax.jit(functools.partial(training.train_step, method=METHOD, module=bf16, tx=tx,
+                                       hp=hp))(state, batch)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new.params))
 
 
 def test_cls_scale_multiplies_the_classification_loss_by_the_class_count():
-    assert training.cls_scale('1', 200) == 1.0 and training.cls_scale('classes', 200) == 200.0
+    assert cls_scale('1', 200) == 1.0 and cls_scale('classes', 200) == 200.0
     model, tx, hp, state = setup()
     batch = make_batch(0)
-    sel = training.forward(model, state.params, batch['features'], hp=hp)
-    base = training.per_video_losses(sel, batch['labels'], hp)
-    scaled = training.per_video_losses(sel, batch['labels'], dataclasses.replace(hp, cls_scale=C))
+    sel = training.forward(METHOD, model, state.params, batch['features'], hp=hp,
+                           keys=any_keys(B))
+    base = METHOD.losses(sel, batch['labels'], hp=hp)
+    # 'classes': the factor is the class count of the labels, C.
+    scaled = METHOD.losses(sel, batch['labels'],
+                           hp=step_hp(r_act=3, r_bkg=2, selection_dropout=0.0,
+                                      cls_scale='classes'))
     np.testing.assert_allclose(scaled['loss_cls'], C * np.asarray(base['loss_cls']), rtol=1e-6)
     np.testing.assert_allclose(scaled['loss'] - scaled['loss_cls'],
                                base['loss'] - base['loss_cls'], rtol=1e-6)
@@ -334,7 +364,7 @@ _DEVICES_CHECK = textwrap.dedent("""
     import jax
     import numpy as np
     sys.path.insert(0, os.environ['TESTS_DIR'])
-    from test_train import compiled, seed_batches, setup, B
+    from test_train import compiled, seed_batches, setup, B, NAMES
     from wtal_jax import training
 
     assert jax.local_device_count() == 4, jax.local_devices()
@@ -344,7 +374,8 @@ _DEVICES_CHECK = textwrap.dedent("""
         state = training.stack_states([setup(dropout=0.7, selection_dropout=0.7, seed=s)[3]
                                     for s in (0, 1)])
         mesh, step_fn = compiled(model, tx, hp, num_devices)
-        state, sums = jax.device_put((state, training.zero_metrics(2)), training.replicated(mesh))
+        state, sums = jax.device_put((state, training.zero_metrics(NAMES, 2)),
+                                     training.replicated(mesh))
         for i in range(3):   # step 1: 3 real videos, so two of four devices hold padding only
             batch = jax.device_put(seed_batches((i, i + 5), real=3 if i == 1 else B),
                                    training.batch_sharding(mesh))
