@@ -116,6 +116,12 @@ def _note_splits(cfg, splits: dict) -> None:
                     else ''))
 
 
+def _learning_rate(cfg, step: int) -> float:
+    """The learning rate of update ``step`` (counted from 1): the schedule after step − 1."""
+    schedule = training.learning_rate_schedule(cfg.optim.learning_rate, tuple(cfg.optim.lr_list))
+    return float(schedule(step - 1))
+
+
 def _mean_over_seeds(values: list[dict]) -> dict:
     return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
 
@@ -252,6 +258,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
 
         run.restart_metrics(start)   # first: it may refuse a damaged log, changing nothing
         run.write_config(cfg)
+        run.open_events(seeds)       # TensorBoard's view of the rows kept, then of each new one
         step_fn = training.compile_train_step(built.method, built.model, built.tx, built.hp, mesh,
                                            gather=table is not None)
         evaluate = _Evaluations(cfg, eval_splits, built.model, run, seeds) \
@@ -308,7 +315,8 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                     rate = (step - window_start) / (time.perf_counter() - window_time)
                     for seed, values in zip(seeds, per_seed):
                         run.append_metrics({'step': step, 'split': 'train', 'seed': seed,
-                                            **values, 'steps_per_second': rate})
+                                            **values, 'steps_per_second': rate,
+                                            'learning_rate': _learning_rate(cfg, step)})
                     loop_state['sums'] = jax.tree.map(jnp.zeros_like, loop_state['sums'])
                     bar.set_description_str(
                         _postfix(_mean_over_seeds(per_seed), rate, last_map), refresh=False)

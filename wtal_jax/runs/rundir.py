@@ -115,6 +115,7 @@ class RunDir:
         self._saving = None   # the step whose asynchronous save may still be running
         self._write_failed = False
         self._lock = None
+        self._events = None   # TensorBoard's view of the metrics log (open_events)
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
         if write:
@@ -148,6 +149,9 @@ class RunDir:
           OSError: the last checkpoint could not be written (see :meth:`wait`).
         """
         try:
+            if self._events is not None:
+                events, self._events = self._events, None
+                events.close()
             if self._manager is not None:
                 try:
                     self.wait()
@@ -276,6 +280,17 @@ class RunDir:
         except OSError as e:   # a full disk: a torn last line at worst, dropped on resume
             raise OSError(e.errno, f'{e.strerror or e} (the row of step {row["step"]} not '
                                    'written)', self.metrics_path) from None
+        if self._events is not None:
+            self._events.add(row)
+
+    def open_events(self, seeds) -> None:
+        """TensorBoard event files in ``events/`` (primary only): written anew from the rows
+        of ``metrics.jsonl`` (call after :meth:`restart_metrics`), then with every row appended;
+        closed with the RunDir (:mod:`wtal_jax.runs.tensorboard`)."""
+        if self.primary:
+            from wtal_jax.runs import tensorboard
+            self._events = tensorboard.Events(os.path.join(self.path, tensorboard.EVENTS_DIR),
+                                              seeds, self.read_metrics(quiet=True))
 
     def sync_metrics(self) -> None:
         if self.primary and os.path.exists(self.metrics_path):
