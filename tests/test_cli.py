@@ -71,7 +71,8 @@ def subcommands() -> dict:
 
 def test_every_subcommand_is_built_by_the_cli():
     assert set(subcommands()) == {'train', 'evaluate', 'map', 'detect', 'bench', 'convert-torch',
-                                  'export-torch', 'plot', 'ablate', 'prepare', 'compare'}
+                                  'export-torch', 'plot', 'ablate', 'prepare', 'compare',
+                                  'sweep'}
 
 
 @pytest.mark.parametrize('name', sorted(subcommands()))

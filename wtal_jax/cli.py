@@ -519,6 +519,52 @@ def _add_ablate(sub) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# sweep
+
+def cmd_sweep(args, overrides) -> int:
+    from wtal_jax.tools import sweep
+    seeds = parse_seeds(args.seeds) if ',' in args.seeds else _seed_count(args.seeds)
+    sweep.sweep(args.set or [], config_path=args.config, overrides=overrides, seeds=seeds,
+                workdir=args.workdir, progress=not args.quiet,
+                log=lambda text: print(text, flush=True))
+    return 0
+
+
+def _seed_count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f'--seeds {text}: expected a count (3) or a list (0,1,2)') from None
+
+
+def _add_sweep(sub) -> None:
+    p = _subparser(sub, 'sweep', 'train a grid of config values, one run per point, its seeds '
+                                 'at once; one table; each point compared with the default',
+                   description='Trains one run directory per point of the grid (WORKDIR/KEY=VALUE'
+                               ', the cross product of every --set), each training its seeds at '
+                               "once, and the point with the config's own values when the grid "
+                               'lacks it; finished points are not trained again, interrupted '
+                               'ones resume. Writes WORKDIR/sweep.md, sweep.json and sweep.png: '
+                               'per point the selected, last-step and best-on-test average mAP '
+                               '(mean ± sd over seeds), and each point against the default '
+                               '(wtal-jax compare).')
+    p.add_argument('--set', action='append', metavar='KEY=V1,V2',
+                   help='a field and its values, parsed as --config.KEY=VALUE parses them, e.g. '
+                        "loss.margin=10,25,50; a list-valued field separates its values by ';' "
+                        "('eval.tiou_thresholds=0.1:0.5:0.1;0.3,0.5,0.7'); repeat for a grid "
+                        '(default: none, which is refused)')
+    p.add_argument('--seeds', default='3',
+                   help="seeds of every point, trained at once: a count N (the config's seed "
+                        'and the N - 1 after it) or a list 0,1,2')
+    p.add_argument('--config', required=True,
+                   help='base config file; fields overridable as --config.SECTION.FIELD=VALUE')
+    p.add_argument('--workdir', required=True,
+                   help='folder of the runs (WORKDIR/POINT) and of the tables')
+    _add_quiet(p)
+    p.set_defaults(func=cmd_sweep)
+
+
+# ---------------------------------------------------------------------------------------------
 # compare
 
 def cmd_compare(args, overrides) -> int:
@@ -571,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ablate(sub)
     _add_prepare(sub)
     _add_compare(sub)
+    _add_sweep(sub)
     return parser
 
 
