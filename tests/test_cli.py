@@ -444,3 +444,48 @@ def test_detect_refuses_to_replace_an_output_without_force(data_root, evaluated,
                    cwd=str(tmp_path))
     assert_ok(proc)
     assert list(json.loads(out.read_text())['results']) == [name]
+
+
+# ---------------------------------------------------------------------------------------------
+# As a new user reads it: lines that fit, words that count, nothing left behind
+
+
+def test_a_failed_train_leaves_no_empty_run_folder(bad_train_runs):
+    for name, proc in bad_train_runs.items():
+        if '--workdir' in proc.args:
+            workdir = proc.args[proc.args.index('--workdir') + 1]
+            assert proc.returncode == 2 and not os.path.exists(workdir), (name, workdir)
+            assert os.path.isdir(os.path.dirname(workdir))   # the folder above it is kept
+
+
+def test_train_notes_and_evaluate_text_fit_80_columns(trained, evaluated):
+    _, train_proc = trained
+    workdir, proc = evaluated
+    lines = train_proc.stderr.splitlines() + proc.stdout.splitlines()
+    assert any(line.startswith('training data: ') for line in lines)
+    assert all(len(line) <= 80 for line in lines if workdir not in line), \
+        max(lines, key=len)
+    assert '--json' not in proc.stdout
+    assert f'the evaluated videos: "videos" in {workdir}/metrics_test.json' in proc.stdout
+
+
+def test_detect_counts_one_video_in_the_singular(data_root, evaluated, tmp_path):
+    workdir, _ = evaluated
+    name = video_names(data_root, 'test')[0]
+    spec = ','.join(os.path.join(data_root, 'features', 'test', s, name + '.npy')
+                    for s in ('rgb', 'flow'))
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(tmp_path / 'd.json'), spec,
+                   cwd=str(tmp_path))
+    assert_ok(proc)
+    assert proc.stdout.rstrip().endswith(f'for 1 video to {tmp_path / "d.json"}'), proc.stdout
+
+
+def test_the_progress_line_shows_the_selection_split_labelled_sel():
+    from wtal_jax.runs import checkpoints, loop
+    scalars = {checkpoints.metric_key('selection', 'average_mAP'): [0.5, 0.7],
+               checkpoints.metric_key('test', 'average_mAP'): [0.9, 0.9]}
+    shown = loop._postfix({'loss': 1.5}, 2.0, loop._selection_map(scalars))
+    assert shown == 'sel 60.00 | loss 1.5 | 2 steps/s'
+    # No selection split (checkpoint.select=last or test): no mAP on the line, not the test's.
+    assert loop._selection_map({checkpoints.metric_key('test', 'average_mAP'): [0.9]}) is None
+    assert loop._postfix({'loss': 1.5}, 2.0, None) == 'loss 1.5 | 2 steps/s'

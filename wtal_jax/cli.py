@@ -134,7 +134,7 @@ def cmd_evaluate(args, overrides) -> int:
                                  config_path=args.config, overrides=overrides,
                                  progress=not args.quiet)
     print(f'{done.split} split, checkpoint step {done.step}, seed {done.seed}')
-    print(tables.format_report(done.figures))
+    print(tables.format_report(done.figures, written=done.metrics_path))
     print(f'wrote {done.results_path} and {done.metrics_path}')
     return 0
 
@@ -152,7 +152,8 @@ def cmd_map(args, overrides) -> int:
         tiou_thresholds=args.tiou_thresholds, full=args.report, family=args.family,
         protocol=args.protocol, ambiguous=args.ambiguous,
         warn=lambda line: print(f'wtal-jax map: warning: {line}', file=sys.stderr))
-    print(tables.format_report(figures) if args.report else tables.format_table(result))
+    print(tables.format_report(figures, written=args.json) if args.report
+          else tables.format_table(result))
     if args.json:
         write_json_atomic(args.json, figures, indent=1)
         print(f'wrote {args.json}')
@@ -167,8 +168,9 @@ def cmd_detect(args, overrides) -> int:
     detections = detect.detect(args.checkpoint, args.features, overrides=overrides,
                                    output=args.output, which=args.which, seed=args.seed,
                                    durations=args.durations)
-    print(f'wrote {sum(len(v) for v in detections["results"].values())} detections for '
-          f'{len(detections["results"])} videos to {args.output}')
+    found, videos = sum(len(v) for v in detections['results'].values()), len(detections['results'])
+    print(f'wrote {found} detection{"" if found == 1 else "s"} for {videos} '
+          f'video{"" if videos == 1 else "s"} to {args.output}')
     return 0
 
 
