@@ -72,7 +72,7 @@ def subcommands() -> dict:
 def test_every_subcommand_is_built_by_the_cli():
     assert set(subcommands()) == {'train', 'evaluate', 'map', 'detect', 'bench', 'convert-torch',
                                   'export-torch', 'plot', 'ablate', 'prepare', 'compare',
-                                  'sweep'}
+                                  'sweep', 'show'}
 
 
 @pytest.mark.parametrize('name', sorted(subcommands()))
@@ -489,3 +489,16 @@ def test_the_progress_line_shows_the_selection_split_labelled_sel():
     # No selection split (checkpoint.select=last or test): no mAP on the line, not the test's.
     assert loop._selection_map({checkpoints.metric_key('test', 'average_mAP'): [0.9]}) is None
     assert loop._postfix({'loss': 1.5}, 2.0, None) == 'loss 1.5 | 2 steps/s'
+
+
+def test_sweep_and_show_are_library_modules_that_parse_nothing():
+    code = ('import sys; import wtal_jax.tools.sweep, wtal_jax.tools.show; '
+            'print("argparse" in sys.modules)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == 'False', out.stderr
+    for name in ('sweep', 'show'):
+        with open(os.path.join(REPO, 'wtal_jax', 'tools', name + '.py')) as f:
+            source = f.read()
+        for word in ('argparse', 'SystemExit', 'add_parser', 'sys.exit'):
+            assert word not in source, (name, word)

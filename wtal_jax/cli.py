@@ -605,6 +605,33 @@ def _add_compare(sub) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# show
+
+def cmd_show(args, overrides) -> int:
+    import json
+    from wtal_jax.tools import show
+    _no_overrides('show', overrides)
+    shown = show.describe(args.run)
+    print(json.dumps(shown, indent=1) if args.json else show.format_run(shown))
+    return 0
+
+
+def _add_show(sub) -> None:
+    p = _subparser(sub, 'show', 'what a run directory holds: config, data, seeds, steps, '
+                                'checkpoints, the selected one and why, the report',
+                   description='Shows a run directory without changing it: its config (the '
+                               "fields that differ from its method's defaults first), the "
+                               'fingerprint of its training data, its seeds, the steps done, the '
+                               'checkpoints kept and the one each seed\'s checkpoint.select rule '
+                               'chooses, and its report\'s table; a run without a report or '
+                               'without checkpoints is shown as far as it goes.')
+    p.add_argument('run', metavar='RUN', help='run directory (a train or convert-torch --workdir)')
+    p.add_argument('--json', action='store_true',
+                   help='print it all as one JSON object instead (the full config, the report)')
+    p.set_defaults(func=cmd_show)
+
+
+# ---------------------------------------------------------------------------------------------
 # The parser and the entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -620,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_compare(sub)
     _add_sweep(sub)
+    _add_show(sub)
     return parser
 
 
