@@ -111,3 +111,7 @@ def test_not_a_run_is_one_line(tmp_path, capsys):
 def test_values_are_shown_short():
     assert show._value([0.1, 0.2]) == '(0.1, 0.2)'
     assert show._value('x' * 50) == "'" + 'x' * 36 + '...'
+
+
+def test_the_report_file_is_the_run_directory_s():
+    assert show.REPORT_FILE == rundir.REPORT_FILE

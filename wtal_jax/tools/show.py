@@ -14,7 +14,8 @@ from wtal_jax import config as config_lib
 from wtal_jax.errors import UserError
 from wtal_jax.io_utils import read_json
 from wtal_jax.runs import summary
-from wtal_jax.runs.rundir import REPORT_FILE, RunDir, _flatten, best_key
+
+REPORT_FILE = 'report.json'   # rundir.REPORT_FILE; rundir (and JAX) are imported when used
 
 # Why a step is the selected one, under each checkpoint.select rule (among the kept steps).
 RULES = {
@@ -27,14 +28,16 @@ RULES = {
 def changed_fields(cfg) -> dict:
     """Dotted field -> {'default', 'value'} for every field of ``cfg`` that differs from the
     defaults of its method (``config.default_config(cfg.method)``), sorted by field."""
+    from wtal_jax.runs.rundir import _flatten   # the flattening config_changes uses
     default = _flatten(config_lib.to_dict(config_lib.default_config(cfg.method)))
     values = _flatten(config_lib.to_dict(cfg))
     return {k: {'default': default.get(k), 'value': values[k]} for k in sorted(values)
             if values[k] != default.get(k)}
 
 
-def _selected(run: RunDir, cfg, steps: list[int]) -> list[dict]:
+def _selected(run, cfg, steps: list[int]) -> list[dict]:
     """Per seed: the step ``load_checkpoint`` restores as 'best', and the value that chose it."""
+    from wtal_jax.runs.rundir import best_key
     key, mode = best_key(cfg), cfg.checkpoint.best_mode
     chosen = []
     for index, seed in enumerate(config_lib.run_seeds(cfg)):
@@ -45,7 +48,7 @@ def _selected(run: RunDir, cfg, steps: list[int]) -> list[dict]:
     return chosen
 
 
-def _fingerprint(run: RunDir, steps: list[int]) -> tuple[dict | None, str | None]:
+def _fingerprint(run, steps: list[int]) -> tuple[dict | None, str | None]:
     """(the training data's fingerprint from the latest checkpoint, or None; why none)."""
     if not steps:
         return None, 'no checkpoint'
@@ -58,6 +61,7 @@ def _fingerprint(run: RunDir, steps: list[int]) -> tuple[dict | None, str | None
 
 def describe(path: str) -> dict:
     """Everything ``show`` says about the run directory ``path``, JSON-ready."""
+    from wtal_jax.runs.rundir import RunDir, best_key
     with RunDir(path) as run:
         cfg = run.read_config()
         rows = run.read_metrics(quiet=True)
