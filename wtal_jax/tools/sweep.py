@@ -327,7 +327,7 @@ def plot_table(table: dict):
         twin.set_ylabel("paper's average mAP (%)")
         handles.append(line)
         labels.append(line.get_label())
-    ax.legend(handles, labels, fontsize='small', loc='lower right')
+    ax.legend(handles, labels, fontsize='small', loc='best')
     return fig
 
 
