@@ -13,6 +13,7 @@ from wtal_jax.data import dataset
 from wtal_jax.runs import loop
 from wtal_jax.tools import plotting  # noqa: E402
 from wtal_jax.errors import UserError  # noqa: E402
+from wtal_jax.method.um.scores import from_output  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       'configs', 'synthetic.py')
@@ -76,7 +77,7 @@ def test_magnitude_figure_has_before_and_after_histograms(run):
 
 def test_segment_magnitudes_split_every_segment(run):
     action, background = plotting.segment_magnitudes(run)
-    total = sum(len(s.magnitudes) for s in run.scores())
+    total = sum(len(from_output(o).magnitudes) for o in run.outputs())
     assert action.size + background.size == total
     assert action.size > 0 and background.size > 0
 
@@ -137,7 +138,7 @@ def test_timeline_time_axis_and_ground_truth(run):
     t = plotting.video_timeline(run, video, class_name)
     v = run.split.names.index(video)
     # Positions are centres of equal steps that cover the whole video: n segments of 0.64 s.
-    seconds = run.split.num_segments[v] * run.cfg.data.segment_seconds
+    seconds = run.split.num_segments[v] * config.segment_seconds(run.cfg)
     step = np.diff(t.times)
     np.testing.assert_allclose(step, step[0], rtol=1e-9)
     np.testing.assert_allclose([t.times[0] - step[0] / 2, t.times[-1] + step[0] / 2],

@@ -231,7 +231,7 @@ def test_activitynet_trains_with_the_config(anet_trained):
     assert 0.0 <= evaluations[-1]['average_mAP'] <= 1.0
     np.testing.assert_allclose(evaluations[-1]['tiou_thresholds'], np.linspace(0.5, 0.95, 10))
     saved = read_json(os.path.join(workdir, 'config.json'))
-    assert saved['data']['num_segments'] == 50 and saved['localize']['use_duration']
+    assert saved['data']['num_segments'] == 50 and saved['data']['use_duration']
 
 
 def test_activitynet_evaluate_names_the_validation_subset(anet_trained):
@@ -307,7 +307,7 @@ def test_activitynet_detect_without_durations_says_what_is_needed(anet_trained, 
     spec = os.path.join(source['features'], sorted(os.listdir(source['features']))[0])
     output = tmp_path / 'detections.json'
     proc = run_cli('detect', '--checkpoint', workdir, '--output', str(output), spec)
-    assert_one_line_error(proc, workdir, 'localize.use_duration', '--durations FILE',
+    assert_one_line_error(proc, workdir, 'data.use_duration', '--durations FILE',
                           command='detect')
     assert not output.exists()
 
@@ -318,11 +318,11 @@ def test_detect_warns_when_durations_are_unused(anet_trained, tmp_path, capsys):
     spec = os.path.join(source['features'], sorted(os.listdir(source['features']))[0])
     results = detect.detect(workdir, [spec], output=str(tmp_path / 'd.json'),
                                 durations=source['annotation_file'],
-                                overrides=['localize.use_duration=false'])
+                                overrides=['data.use_duration=false'])
     assert list(results['results']) == [os.path.basename(spec)[:-len('.npy')]]  # name unchanged
     warning = capsys.readouterr().err.strip()
     assert warning == (f'warning: --durations {source["annotation_file"]} is unused: {workdir} '
-                       'places detections on the segment grid (localize.use_duration is False)')
+                       'places detections on the segment grid (data.use_duration is False)')
 
 
 @pytest.mark.parametrize('case', ['FIFO', 'repeated video'])

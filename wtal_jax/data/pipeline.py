@@ -8,11 +8,18 @@ import collections
 import concurrent.futures
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from wtal_jax.data import sampling
+
+
+class StepSegments(NamedTuple):
+    """What the rows of one training step take: B videos and T segments of each."""
+    ids: np.ndarray     # (B,) int64 video indices
+    mask: np.ndarray    # (B,) float32, 0 for the padding of a remainder batch
+    index: np.ndarray   # (B, T) int64 segments of each row's video
 
 
 class TrainBatches:
@@ -97,8 +104,8 @@ class TrainBatches:
         mask = (np.arange(self.batch_size) < len(real)).astype(np.float32)
         return ids.astype(np.int64), mask
 
-    def segment_indices(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids (B,), mask (B,), index (B, T) int64): the segments each row of ``step`` takes.
+    def segment_indices(self, step: int) -> StepSegments:
+        """The videos, mask and segments each row of ``step`` takes.
 
         Row r takes segments ``index[r]`` of video ``ids[r]``; the jitter of step s comes from
         ``default_rng([seed, s, 1])``, drawn row by row.
@@ -107,7 +114,7 @@ class TrainBatches:
         rng = np.random.default_rng([self.seed, step, 1])
         index = np.stack([sampling.train_indices(int(self.lengths[v]), self.num_segments, rng)
                           for v in ids])
-        return ids, mask, index
+        return StepSegments(ids, mask, index)
 
     def batch(self, step: int, rows: slice = slice(None)) -> dict[str, np.ndarray]:
         """The batch of global ``step`` (its ``rows`` only), a pure function of (seed, step).

@@ -26,7 +26,8 @@ from wtal_jax.data import splits as data_splits
 from wtal_jax.data.splits import SELECTION
 from wtal_jax.postprocess.evaluator import Evaluator
 from wtal_jax.runs import checkpoints, distributed, summary
-from wtal_jax.runs.rundir import LOCK_FILE, REPORT_FILE, RunDir, best_key, load_checkpoint
+from wtal_jax.runs.rundir import (LOCK_FILE, REPORT_FILE, RunDir, best_key, load_checkpoint,
+                                  resolve)
 
 
 class TrainingDiverged(UserError):
@@ -270,6 +271,7 @@ def _train_and_evaluate(cfg, workdir: str, *, progress: bool) -> dict:
     from tqdm import tqdm
 
     procs = distributed.current()
+    _check_init_from(cfg)
     # The run directory first: a second writer is refused before any work.
     with RunDir(workdir, write=True, primary=procs.primary,
                 barrier=distributed.barrier if procs.count > 1 else None) as run:
@@ -394,6 +396,18 @@ def _train_and_evaluate(cfg, workdir: str, *, progress: bool) -> dict:
             class_names=names, protocol='seconds')
         write_json_atomic(os.path.join(run.path, REPORT_FILE), result, indent=1)
         return result
+
+
+def _check_init_from(cfg) -> None:
+    """Refuses, before anything is read or written, a ``train.init_from`` run of another
+    method: its parameters cannot start this one."""
+    if not cfg.train.init_from:
+        return
+    source = resolve(cfg.train.init_from)[0]
+    found = RunDir(source).read_config().method
+    if found != cfg.method:
+        raise UserError(f'{cfg.train.init_from}: a run of method {found}; this config trains '
+                        f'{cfg.method} (train.init_from needs a run of the same method)')
 
 
 def _init_from(cfg, names, built) -> training.TrainState:

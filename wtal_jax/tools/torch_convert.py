@@ -21,6 +21,7 @@ import re
 import shutil
 import zipfile
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -359,12 +360,19 @@ def _assert_same_structure(reference, params) -> None:
         raise AssertionError(f'converted params {got} do not match the model {ref}')
 
 
+class Exported(NamedTuple):
+    """What ``export`` wrote: the checkpoint's step and run, its classes in the file's order."""
+    step: int
+    workdir: str
+    class_names: tuple
+
+
 def export(source: str, output: str, *, which: str = 'best', seed: int | None = None,
-           force: bool = False) -> tuple[int, str, tuple]:
+           force: bool = False) -> Exported:
     """Writes the release state dict of a run's checkpoint to ``output`` (atomically).
 
     ``source`` is a run directory (``which`` picks 'best' or 'latest') or RUN/checkpoints/STEP.
-    An existing ``output`` is replaced only with ``force``. Returns (step, workdir, class names).
+    An existing ``output`` is replaced only with ``force``.
     """
     from wtal_jax.runs import rundir
     check_output_path(output, overwrite=force)  # before the minutes of loading
@@ -377,4 +385,4 @@ def export(source: str, output: str, *, which: str = 'best', seed: int | None = 
             raise UserError(f'{source}: step {step} has non-finite values in {key}; export a '
                             'checkpoint from before training diverged')
     write_atomic(output, lambda f: torch.save(state_dict, f), binary=True)
-    return step, workdir, names
+    return Exported(step, workdir, names)
