@@ -5,13 +5,14 @@ compared with the config's own values.
 cross product, in the order given. Each value is parsed by the type of the field, exactly as
 ``--config.KEY=VALUE`` parses it (:func:`wtal_jax.config.apply_overrides`); for a field whose
 value is itself a list (``eval.tiou_thresholds``, ``localize.score_thresholds``) the points are
-separated by ``;`` instead, each a list as ``--config`` takes it::
+separated by ``;`` instead, each a list as ``--config`` takes it (a text value cannot hold a
+comma, the separator of the other fields' values)::
 
     --set loss.margin=10,25,50,100
     --set 'eval.tiou_thresholds=0.1:0.5:0.1;0.3,0.5,0.7'
 
 Every point is one run directory, ``WORKDIR/KEY=VALUE[,KEY=VALUE...]`` (characters other than
-letters, digits and ``._=+-`` become ``-``), that trains all its seeds at once with
+letters, digits and ``._=+,-`` become ``-``), that trains all its seeds at once with
 :func:`wtal_jax.runs.loop.train_and_evaluate`. A point whose ``report.json`` is there (written
 last) and whose config is the point's is not trained again; an interrupted one resumes from its
 latest checkpoint; a folder trained with another config is refused before anything is trained
@@ -89,6 +90,19 @@ def _override(cfg, item: str, where: str) -> None:
         raise UserError('--set ' + str(e).removeprefix('--config.')) from None
 
 
+def _applied(base, overrides, where: str):
+    """A copy of ``base`` with ``overrides`` (``KEY=VALUE`` texts) applied."""
+    cfg = _copy(base)
+    for item in overrides:
+        _override(cfg, item, where)
+    return cfg
+
+
+def _label(values: dict) -> str:
+    """A point's row label: 'KEY=VALUE, KEY=VALUE'."""
+    return ', '.join(f'{k}={value_text(v)}' for k, v in values.items())
+
+
 def value_text(value) -> str:
     """A parsed value as a point's name shows it: 10.0 -> '10', (0.1, 0.5) -> '0.1_0.5'."""
     if isinstance(value, (tuple, list)):
@@ -99,7 +113,7 @@ def value_text(value) -> str:
 
 
 def folder_name(values: dict) -> str:
-    """``KEY=VALUE[,KEY=VALUE...]``, with characters other than letters, digits and ``._=+-``
+    """``KEY=VALUE[,KEY=VALUE...]``, with characters other than letters, digits and ``._=+,-``
     replaced by ``-`` (a point's run directory)."""
     text = ','.join(f'{k}={value_text(v)}' for k, v in values.items())
     return re.sub(r'[^A-Za-z0-9._=+,-]', '-', text)
@@ -118,7 +132,7 @@ def parse_set(text: str, base, where: str) -> tuple[str, list[str]]:
     if not texts:
         raise UserError(f'--set {key}=: no values (give {key}=V1,V2,...)')
     for value in texts:
-        _override(_copy(base), f'{key}={value}', where)
+        _applied(base, [f'{key}={value}'], where)
     return key, texts
 
 
@@ -148,17 +162,14 @@ def grid_points(sets, base, where: str) -> list[Point]:
     points, seen = [], {}
     for combination in itertools.product(*(values for _, values in parsed)):
         overrides = tuple(f'{k}={v}' for k, v in zip(keys, combination))
-        cfg = _copy(base)
-        for item in overrides:
-            _override(cfg, item, where)
+        cfg = _applied(base, overrides, where)
         values = {k: _value(cfg, k) for k in keys}
         name = folder_name(values)
         if name in seen:
             raise UserError(f'--set: {" ".join(seen[name])} and {" ".join(overrides)} are the '
                             f'same point ({name})')
         seen[name] = overrides
-        points.append(Point(name, ', '.join(f'{k}={value_text(v)}' for k, v in values.items()),
-                            overrides))
+        points.append(Point(name, _label(values), overrides))
     return points
 
 
@@ -168,13 +179,10 @@ def default_point(points, base, where: str) -> tuple[Point, bool]:
     keys = list(dict.fromkeys(o.split('=', 1)[0] for p in points for o in p.overrides))
     own = {k: _value(base, k) for k in keys}
     for point in points:
-        cfg = _copy(base)
-        for item in point.overrides:
-            _override(cfg, item, where)
+        cfg = _applied(base, point.overrides, where)
         if all(_value(cfg, k) == v for k, v in own.items()):
             return point, True
-    name = folder_name(own)
-    return Point(name, ', '.join(f'{k}={value_text(v)}' for k, v in own.items()),
+    return Point(folder_name(own), _label(own),
                  tuple(f'{k}={_json_text(v)}' for k, v in own.items())), False
 
 
@@ -198,9 +206,7 @@ def base_config(config_path: str, overrides=()):
 def point_config(base, point: Point, seeds) -> object:
     """The locked config of one point: the user's config, then the point's overrides;
     ``seeds``: a tuple, or a count N (the config's seed and the N − 1 after it)."""
-    cfg = _copy(base)
-    for item in point.overrides:
-        _override(cfg, item, f'point {point.key}')
+    cfg = _applied(base, point.overrides, f'point {point.key}')
     if isinstance(seeds, int):
         seeds = tuple(int(cfg.seed) + i for i in range(seeds))
     cfg.seeds = tuple(seeds)
