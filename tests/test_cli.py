@@ -506,3 +506,20 @@ def test_sweep_and_show_are_library_modules_that_parse_nothing():
             source = f.read()
         for word in ('argparse', 'SystemExit', 'add_parser', 'sys.exit'):
             assert word not in source, (name, word)
+
+
+def test_only_a_run_folder_holding_nothing_written_is_removed(tmp_path):
+    from wtal_jax.runs import loop
+    empty = tmp_path / 'empty'
+    (empty / 'checkpoints').mkdir(parents=True)
+    (empty / '.lock').write_text('process 1\n')
+    assert loop.remove_empty_run(str(empty)) and not empty.exists()
+    kept = tmp_path / 'kept'
+    kept.mkdir()
+    (kept / '.lock').write_text('')
+    (kept / 'config.json').write_text('{}')
+    assert not loop.remove_empty_run(str(kept))
+    assert sorted(os.listdir(kept)) == ['.lock', 'config.json']
+    saved = tmp_path / 'saved'
+    (saved / 'checkpoints' / '2').mkdir(parents=True)
+    assert not loop.remove_empty_run(str(saved)) and (saved / 'checkpoints' / '2').is_dir()
