@@ -118,3 +118,34 @@ def test_markdown_shows_mean_and_std_over_seeds():
              'rows': [row]}
     assert '| m = 100 | 42.0 ± 2.0 | 41.0 ± 2.0 | 43.0 ± 2.0 | 3 | 41.9 |' in \
         ablation.format_markdown(table)
+
+
+def test_a_relative_data_root_finds_the_finished_runs(study, monkeypatch, capsys):
+    # The runs saved data.root absolute; the same folder given relative is the same config.
+    monkeypatch.chdir(study)
+    argv = ['--config.data.root=data' if a.startswith('--config.data.root=') else a
+            for a in _argv(study)]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError('a finished run was trained again')
+
+    monkeypatch.setattr(loop, 'train_and_evaluate', no_training)
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.count('done before, not retrained') == 2
+
+
+def test_settings_are_compared_with_the_default_setting_among_them(study):
+    # Under the config's own values (alpha 5e-4, beta 1, fused scores) setting (d) is the
+    # default: (a) is compared with it, seed by seed, and no setting is added for it.
+    table = json.loads((study / 'table3.json').read_text())
+    assert table['default'] == 'd' and [r['key'] for r in table['rows']] == ['a', 'd']
+    (comparison,) = table['comparisons']
+    assert comparison['a'].endswith(os.path.join('table3', 'd'))
+    assert comparison['b'].endswith(os.path.join('table3', 'a'))
+    rows = {r['key']: r for r in table['rows']}
+    pair = comparison['columns']['selected'][comparison['main']]
+    assert pair['deltas'] == pytest.approx(np.subtract(rows['a']['selected'],
+                                                       rows['d']['selected']))
+    markdown = (study / 'table3.md').read_text()
+    assert "The default (the config's own values): (d) + L_um + L_be (full)." in markdown
+    assert '- (a) baseline, softmax score − default = ' in markdown

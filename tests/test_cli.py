@@ -71,7 +71,8 @@ def subcommands() -> dict:
 
 def test_every_subcommand_is_built_by_the_cli():
     assert set(subcommands()) == {'train', 'evaluate', 'map', 'detect', 'bench', 'convert-torch',
-                                  'export-torch', 'plot', 'ablate', 'prepare', 'compare'}
+                                  'export-torch', 'plot', 'ablate', 'prepare', 'compare',
+                                  'sweep', 'show'}
 
 
 @pytest.mark.parametrize('name', sorted(subcommands()))
@@ -447,3 +448,79 @@ def test_detect_refuses_to_replace_an_output_without_force(data_root, evaluated,
                    cwd=str(tmp_path))
     assert_ok(proc)
     assert list(json.loads(out.read_text())['results']) == [name]
+
+
+# ---------------------------------------------------------------------------------------------
+# As a new user reads it: lines that fit, words that count, nothing left behind
+
+
+def test_a_failed_train_leaves_no_empty_run_folder(bad_train_runs):
+    for name, proc in bad_train_runs.items():
+        if '--workdir' in proc.args:
+            workdir = proc.args[proc.args.index('--workdir') + 1]
+            assert proc.returncode == 2 and not os.path.exists(workdir), (name, workdir)
+            assert os.path.isdir(os.path.dirname(workdir))   # the folder above it is kept
+
+
+def test_train_notes_and_evaluate_text_fit_80_columns(trained, evaluated):
+    _, train_proc = trained
+    workdir, proc = evaluated
+    lines = train_proc.stderr.splitlines() + proc.stdout.splitlines()
+    assert any(line.startswith('training data: ') for line in lines)
+    assert all(len(line) <= 80 for line in lines if workdir not in line), \
+        max(lines, key=len)
+    assert '--json' not in proc.stdout
+    assert f'the evaluated videos: "videos" in {workdir}/metrics_test.json' in proc.stdout
+
+
+def test_detect_counts_one_video_in_the_singular(data_root, evaluated, tmp_path):
+    workdir, _ = evaluated
+    name = video_names(data_root, 'test')[0]
+    spec = ','.join(os.path.join(data_root, 'features', 'test', s, name + '.npy')
+                    for s in ('rgb', 'flow'))
+    proc = run_cli('detect', '--checkpoint', workdir, '--output', str(tmp_path / 'd.json'), spec,
+                   cwd=str(tmp_path))
+    assert_ok(proc)
+    assert proc.stdout.rstrip().endswith(f'for 1 video to {tmp_path / "d.json"}'), proc.stdout
+
+
+def test_the_progress_line_shows_the_selection_split_labelled_sel():
+    from wtal_jax.runs import checkpoints, loop
+    scalars = {checkpoints.metric_key('selection', 'average_mAP'): [0.5, 0.7],
+               checkpoints.metric_key('test', 'average_mAP'): [0.9, 0.9]}
+    shown = loop._postfix({'loss': 1.5}, 2.0, loop._selection_map(scalars))
+    assert shown == 'sel 60.00 | loss 1.5 | 2 steps/s'
+    # No selection split (checkpoint.select=last or test): no mAP on the line, not the test's.
+    assert loop._selection_map({checkpoints.metric_key('test', 'average_mAP'): [0.9]}) is None
+    assert loop._postfix({'loss': 1.5}, 2.0, None) == 'loss 1.5 | 2 steps/s'
+
+
+def test_sweep_and_show_are_library_modules_that_parse_nothing():
+    code = ('import sys; import wtal_jax.tools.sweep, wtal_jax.tools.show; '
+            'print("argparse" in sys.modules)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == 'False', out.stderr
+    for name in ('sweep', 'show'):
+        with open(os.path.join(REPO, 'wtal_jax', 'tools', name + '.py')) as f:
+            source = f.read()
+        for word in ('argparse', 'SystemExit', 'add_parser', 'sys.exit'):
+            assert word not in source, (name, word)
+
+
+def test_only_a_run_folder_holding_nothing_written_is_removed(tmp_path):
+    from wtal_jax.runs import rundir
+    empty = tmp_path / 'empty'
+    (empty / 'checkpoints').mkdir(parents=True)   # the lock file is gone with the lock
+    rundir._remove_empty(str(empty))
+    assert not empty.exists()
+    kept = tmp_path / 'kept'
+    kept.mkdir()
+    (kept / 'config.json').write_text('{}')
+    rundir._remove_empty(str(kept))
+    assert sorted(os.listdir(kept)) == ['config.json']
+    saved = tmp_path / 'saved'
+    (saved / 'checkpoints' / '2').mkdir(parents=True)
+    (saved / 'checkpoints' / '2' / 'meta').write_text('{}')
+    rundir._remove_empty(str(saved))
+    assert (saved / 'checkpoints' / '2' / 'meta').is_file()

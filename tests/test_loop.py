@@ -310,9 +310,9 @@ def test_the_progress_line_puts_the_map_first_shows_one_rate_and_fits_80_columns
     from tqdm import tqdm
     # The widest realistic values: a loss of hundreds, thousands of steps/s, ten hours.
     text = loop._postfix({'loss': 123.456}, 4321.0, 0.41903)
-    assert text.startswith('mAP 41.90 | loss 123.5') and text.count('/s') == 1
+    assert text.startswith('sel 41.90 | loss 123.5') and text.count('/s') == 1
     line = tqdm.format_meter(99999, 100000, 35999.0, bar_format=loop.BAR_FORMAT, prefix=text)
-    assert len(line) <= 80 and 'mAP 41.90' in line, line
+    assert len(line) <= 80 and 'sel 41.90' in line, line
 
 
 def test_training_holds_no_features_of_the_evaluated_splits(data_root, tmp_path, monkeypatch):

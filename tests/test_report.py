@@ -148,8 +148,8 @@ def test_format_report(two_instances):
     text = tables.format_report(rp.report(*two_instances))
     lines = text.splitlines()
     assert lines[0] == 'protocol: seconds (the official ActivityNet evaluation)'
-    assert lines[1] == ("subset 'test': 2 videos (listed under \"videos\" in --json), 1 classes, "
-                        '2 instances; 2 predictions evaluated')
+    assert lines[1] == "subset 'test': 2 videos, 1 class, 2 instances"
+    assert lines[2] == '2 predictions evaluated'
     assert 'mAP (%)  | 100.0 100.0 100.0 100.0 100.0 25.0 25.0 25.0 0.0' in lines
     assert 'average over | 0.1:0.5 0.1:0.7 0.1:0.9 0.3:0.7' in lines
     assert 'mAP (%)      |   100.0    78.6    63.9    70.0' in lines
@@ -294,3 +294,67 @@ def test_report_does_not_import_jax():
     code = 'import sys, wtal_jax.postprocess.report; print("jax" in sys.modules)'
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'False'
+
+
+# ---------------------------------------------------------------------------------------------
+# The text, as a new user reads it
+
+
+def _figures(tmp_path, videos: dict, classes=None):
+    """The report of one prediction per instance (exact: AP 1) on ``videos``."""
+    gt = eval_files.load_ground_truth(write_json(tmp_path / 'gt.json', gt_doc(videos)), 'test')
+    preds = eval_files.load_predictions(pred_doc({
+        v: [(c, 0.9, s, e) for c, s, e in instances] for v, instances in videos.items()
+        if instances}), gt)
+    return rp.report(gt, preds)
+
+
+def test_the_thumos14_note_is_for_thumos14_alone(tmp_path, thumos14_dir):
+    # A generated set that names its videos as THUMOS'14 does: not THUMOS'14, no note.
+    named_alike = _figures(tmp_path, {'video_test_0000004': [('Class00', 0, 5)]})
+    assert 'THUMOS' not in tables.format_report(named_alike)
+    assert 'release' not in tables.format_report(named_alike)
+    # THUMOS'14's own ground truth: the note, in lines of at most 80 columns.
+    gt = eval_files.load_ground_truth(os.path.join(thumos14_dir, 'gt.json'), 'test')
+    text = tables.format_report(rp.report(gt, eval_files.load_predictions({'results': {}}, gt)))
+    assert "THUMOS'14 test videos 270, 1292 and 1496 are not evaluated, as in the" in text
+    assert all(len(line) <= 80 for line in text.splitlines()), max(text.splitlines(), key=len)
+
+
+def test_the_header_names_the_json_written_and_counts_in_words(two_instances):
+    figures = rp.report(*two_instances)
+    text = tables.format_report(figures)
+    assert '--json' not in text and '"videos" in' not in text
+    assert "subset 'test': 2 videos, 1 class, 2 instances" in text.splitlines()
+    assert '1 video without predictions' in text.splitlines()
+    written = tables.format_report(figures, written='run/metrics_test.json')
+    assert 'the evaluated videos: "videos" in run/metrics_test.json' in written.splitlines()
+
+
+def test_per_class_rows_follow_the_class_order(tmp_path):
+    # The official evaluation indexes classes by first appearance: Zebra, then Apple, then Mango.
+    figures = _figures(tmp_path, {'v1': [('Zebra', 0, 5)], 'v2': [('Apple', 0, 5)],
+                                  'v3': [('Mango', 0, 5)]})
+    assert list(figures['ap']) == ['Zebra', 'Apple', 'Mango']
+
+    def rows(text):
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith('AP (%) at tIoU'))
+        return [line.split()[0] for line in lines[start + 1:-1]]
+
+    assert rows(tables.format_report(figures)) == ['Apple', 'Mango', 'Zebra']
+    assert rows(tables.format_report(figures, class_names=('Mango', 'Zebra', 'Apple'))) == [
+        'Mango', 'Zebra', 'Apple']
+    assert tables.class_order(['b', 'x', 'a'], ['x']) == ['x', 'a', 'b']
+
+
+def test_every_line_of_a_report_fits_80_columns(two_instances):
+    figures = rp.report(*two_instances, video_scores=rp.VideoLevelScores(
+        ['v1', 'v2'], ['A'], np.array([[0.9], [0.1]])))
+    for thresholds in ('0.1:0.7:0.1', '0.5:0.95:0.05'):
+        text = tables.format_report(rp.report(*two_instances, tiou_thresholds=thresholds))
+        assert all(len(line) <= 80 for line in text.splitlines()), text
+    text = tables.format_report(figures, written='x' * 40)
+    # Both videos' predicted class sets ({A}; none above 0.2) equal their labels: 100 %.
+    assert 'video accuracy 100.0 % (class set {c : score >= 0.2} equals the labels)' in text
+    assert all(len(line) <= 80 for line in text.splitlines()), text

@@ -479,7 +479,7 @@ def test_existing_checkpoints_need_force(torch, converted, tmp_path, capsys):
     with open(os.path.join(workdir, METRICS_FILE), 'w') as f:
         f.write('{"step": 5, "split": "test"}\n')
     status, _, err = run_cli(argv, capsys)
-    assert_one_line_error(status, err, 'convert-torch', 'already has checkpoints (steps 0)',
+    assert_one_line_error(status, err, 'convert-torch', 'already has checkpoints (step 0)',
                           '--force')
     other = str(tmp_path / 'other.pkl')
     torch.save(reference_model(torch, seed=7).state_dict(), other)

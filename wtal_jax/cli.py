@@ -137,7 +137,7 @@ def cmd_evaluate(args, overrides) -> int:
                                  config_path=args.config, overrides=overrides,
                                  progress=not args.quiet)
     print(f'{done.split} split, checkpoint step {done.step}, seed {done.seed}')
-    print(tables.format_report(done.figures))
+    print(tables.format_report(done.figures, written=done.metrics_path))
     print(f'wrote {done.results_path} and {done.metrics_path}')
     return 0
 
@@ -155,7 +155,8 @@ def cmd_map(args, overrides) -> int:
         tiou_thresholds=args.tiou_thresholds, full=args.report, family=args.family,
         protocol=args.protocol, ambiguous=args.ambiguous,
         warn=lambda line: print(f'wtal-jax map: warning: {line}', file=sys.stderr))
-    print(tables.format_report(figures) if args.report else tables.format_table(result))
+    print(tables.format_report(figures, written=args.json) if args.report
+          else tables.format_table(result))
     if args.json:
         write_json_atomic(args.json, figures, indent=1)
         print(f'wrote {args.json}')
@@ -170,8 +171,9 @@ def cmd_detect(args, overrides) -> int:
     detections = detect.detect(args.checkpoint, args.features, overrides=overrides,
                                    output=args.output, which=args.which, seed=args.seed,
                                    durations=args.durations)
-    print(f'wrote {sum(len(v) for v in detections["results"].values())} detections for '
-          f'{len(detections["results"])} videos to {args.output}')
+    found, videos = sum(len(v) for v in detections['results'].values()), len(detections['results'])
+    print(f'wrote {found} detection{"" if found == 1 else "s"} for {videos} '
+          f'video{"" if videos == 1 else "s"} to {args.output}')
     return 0
 
 
@@ -542,6 +544,52 @@ def _add_ablate(sub) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# sweep
+
+def cmd_sweep(args, overrides) -> int:
+    from wtal_jax.tools import sweep
+    seeds = parse_seeds(args.seeds) if ',' in args.seeds else _seed_count(args.seeds)
+    sweep.sweep(args.set or [], config_path=args.config, overrides=overrides, seeds=seeds,
+                workdir=args.workdir, progress=not args.quiet,
+                log=lambda text: print(text, flush=True))
+    return 0
+
+
+def _seed_count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f'--seeds {text}: expected a count (3) or a list (0,1,2)') from None
+
+
+def _add_sweep(sub) -> None:
+    p = _subparser(sub, 'sweep', 'train a grid of config values, one run per point, its seeds '
+                                 'at once; one table; each point compared with the default',
+                   description='Trains one run directory per point of the grid (WORKDIR/KEY=VALUE'
+                               ', the cross product of every --set), each training its seeds at '
+                               "once, and the point with the config's own values when the grid "
+                               'lacks it; finished points are not trained again, interrupted '
+                               'ones resume. Writes WORKDIR/sweep.md, sweep.json and sweep.png: '
+                               'per point the selected, last-step and best-on-test average mAP '
+                               '(mean ± sd over seeds), and each point against the default '
+                               '(wtal-jax compare).')
+    p.add_argument('--set', action='append', metavar='KEY=V1,V2',
+                   help='a field and its values, parsed as --config.KEY=VALUE parses them, e.g. '
+                        "loss.margin=10,25,50; a list-valued field separates its values by ';' "
+                        "('eval.tiou_thresholds=0.1:0.5:0.1;0.3,0.5,0.7'); repeat for a grid "
+                        '(default: none, which is refused)')
+    p.add_argument('--seeds', default='3',
+                   help="seeds of every point, trained at once: a count N (the config's seed "
+                        'and the N - 1 after it) or a list 0,1,2')
+    p.add_argument('--config', required=True,
+                   help='base config file; fields overridable as --config.SECTION.FIELD=VALUE')
+    p.add_argument('--workdir', required=True,
+                   help='folder of the runs (WORKDIR/POINT) and of the tables')
+    _add_quiet(p)
+    p.set_defaults(func=cmd_sweep)
+
+
+# ---------------------------------------------------------------------------------------------
 # compare
 
 def cmd_compare(args, overrides) -> int:
@@ -580,6 +628,33 @@ def _add_compare(sub) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# show
+
+def cmd_show(args, overrides) -> int:
+    import json
+    from wtal_jax.tools import show
+    _no_overrides('show', overrides)
+    shown = show.describe(args.run)
+    print(json.dumps(shown, indent=1) if args.json else show.format_run(shown))
+    return 0
+
+
+def _add_show(sub) -> None:
+    p = _subparser(sub, 'show', 'what a run directory holds: config, data, seeds, steps, '
+                                'checkpoints, the selected one and why, the report',
+                   description='Shows a run directory without changing it: its config (the '
+                               "fields that differ from its method's defaults first), the "
+                               'fingerprint of its training data, its seeds, the steps done, the '
+                               'checkpoints kept and the one each seed\'s checkpoint.select rule '
+                               'chooses, and its report\'s table; a run without a report or '
+                               'without checkpoints is shown as far as it goes.')
+    p.add_argument('run', metavar='RUN', help='run directory (a train or convert-torch --workdir)')
+    p.add_argument('--json', action='store_true',
+                   help='print it all as one JSON object instead (the full config, the report)')
+    p.set_defaults(func=cmd_show)
+
+
+# ---------------------------------------------------------------------------------------------
 # The parser and the entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -594,6 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ablate(sub)
     _add_prepare(sub)
     _add_compare(sub)
+    _add_sweep(sub)
+    _add_show(sub)
     return parser
 
 

@@ -44,13 +44,13 @@ def device_memory_bytes(device) -> tuple[int, str]:
     """(bytes, where from) of a device's memory; a CPU device's memory is the host's."""
     stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
     if stats and stats.get('bytes_limit'):
-        return int(stats['bytes_limit']), f'{device.device_kind} memory'
+        return int(stats['bytes_limit']), f'{device.platform.upper()} memory'
     return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'), 'host memory'
 
 
 def data_on_device(mode: str, fraction: float, table_bytes: int, device) -> tuple[bool, str]:
     """Whether the packed training features go to the device, and why (for the log)."""
-    size = f'{table_bytes / 2 ** 20:.0f} MiB of training features'
+    size = f'{table_bytes / 2 ** 20:.0f} MiB'   # of training features: the log line says so
     if mode != 'auto':
         return mode == 'always', f'{size}, train.data_on_device={mode}'
     limit, what = device_memory_bytes(device)
@@ -94,8 +94,10 @@ BAR_FORMAT = '{n_fmt}/{total_fmt} {bar:10} {desc} [{elapsed}<{remaining}]'
 
 
 def _postfix(mean: dict, rate: float, last_map: float | None) -> str:
-    """What the progress bar shows after the count, most important first, one rate."""
-    shown = '' if last_map is None else f'mAP {100 * last_map:.2f} | '
+    """What the progress bar shows after the count, most important first, one rate;
+    ``last_map``: the selection split's average mAP at the last evaluation (the test split's
+    numbers are the report's, at the end)."""
+    shown = '' if last_map is None else f'sel {100 * last_map:.2f} | '
     return shown + f"loss {mean['loss']:.4g} | {rate:.4g} steps/s"
 
 
@@ -114,6 +116,19 @@ def _note_splits(cfg, splits: dict) -> None:
                  f'and are left out (data.missing=skip): {shown}'
                  + ('; their ground truth counts as missed' if name != cfg.data.train.subset
                     else ''))
+
+
+def _selection_map(scalars: dict) -> float | None:
+    """The mean over seeds of the selection split's average mAP in an evaluation's
+    ``scalars`` (None without a selection split)."""
+    values = scalars.get(checkpoints.metric_key(SELECTION, 'average_mAP'))
+    return float(np.mean(values)) if values else None
+
+
+def _learning_rate(cfg, step: int) -> float:
+    """The learning rate of update ``step`` (counted from 1): the schedule after step − 1."""
+    schedule = training.learning_rate_schedule(cfg.optim.learning_rate, tuple(cfg.optim.lr_list))
+    return float(schedule(step - 1))
 
 
 def _mean_over_seeds(values: list[dict]) -> dict:
@@ -139,9 +154,8 @@ def _load_training(cfg, procs, *, progress: bool):
         _note_splits(cfg, {cfg.data.train.subset: train_split, **eval_splits})
         if SELECTION in eval_splits:
             held_out = len(eval_splits[SELECTION])
-            note(f'note: {held_out} of the {len(train_split) + held_out} training videos are '
-                 f'held out to select the checkpoint (data.selection_fraction='
-                 f'{cfg.data.selection_fraction:g})')
+            note(f'note: selection split: {held_out} of {len(train_split) + held_out} '
+                 'training videos (data.selection_fraction)')
     return names, train_split, eval_splits
 
 
@@ -195,6 +209,14 @@ def _refuse_past(run: RunDir, num_steps: int) -> None:
                         '--workdir')
 
 
+def _note_training_data(where: str, why: str, seeds: int, devices: int, processes: int) -> None:
+    """Where the training features live, and why, in two lines of at most 80 columns."""
+    note(f'training data: {where}; {seeds} seed{"s" if seeds > 1 else ""} on {devices} '
+         f'device{"s" if devices > 1 else ""}'
+         + (f' in {processes} processes' if processes > 1 else ''))
+    note(f'note: {why}')
+
+
 def _training_data(cfg, train_split, seeds, devices, replicated, procs):
     """(per-seed batch makers, device table or None, table offsets or None) for the step.
 
@@ -219,10 +241,7 @@ def _training_data(cfg, train_split, seeds, devices, replicated, procs):
     if procs.primary:
         where = 'on the device, gathered in the step' if on_device else \
             f'on the host, {cfg.train.prefetch_workers} prefetch threads'
-        note(f'training data: {where} ({why}); {len(seeds)} seed'
-             f'{"s" if len(seeds) > 1 else ""} on {len(devices)} device'
-             f'{"s" if len(devices) > 1 else ""}'
-             + (f' in {procs.count} processes' if procs.count > 1 else ''))
+        _note_training_data(where, why, len(seeds), len(devices), procs.count)
     if not on_device:
         return batchers, None, None
     host_table, offsets = pipeline.pack_table(train_split.features, table_dtype)
@@ -233,7 +252,11 @@ def _training_data(cfg, train_split, seeds, devices, replicated, procs):
 
 def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
     """Trains ``cfg`` in ``workdir`` (resuming from its latest intact checkpoint), evaluating on
-    the way; writes ``report.json`` and returns the report (primary process; {} elsewhere)."""
+    the way; writes ``report.json`` and returns the report (primary process; {} elsewhere).
+
+    A run folder this call created is removed again when it fails before writing anything into
+    it (bad data, a bad config; ``RunDir``): a failed start leaves no empty run behind.
+    """
     from tqdm import tqdm
 
     procs = distributed.current()
@@ -277,6 +300,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
 
         run.restart_metrics(start)   # first: it may refuse a damaged log, changing nothing
         run.write_config(cfg)
+        run.open_events(seeds)       # TensorBoard's view of the rows kept, then of each new one
         step_fn = training.compile_train_step(built.method, built.model, built.tx, built.hp, mesh,
                                            gather=table is not None)
         evaluate = _Evaluations(cfg, eval_splits, built.model, run, seeds) \
@@ -334,7 +358,8 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                     rate = (step - window_start) / (time.perf_counter() - window_time)
                     for seed, values in zip(seeds, per_seed):
                         run.append_metrics({'step': step, 'split': 'train', 'seed': seed,
-                                            **values, 'steps_per_second': rate})
+                                            **values, 'steps_per_second': rate,
+                                            'learning_rate': _learning_rate(cfg, step)})
                     loop_state['sums'] = jax.tree.map(jnp.zeros_like, loop_state['sums'])
                     bar.set_description_str(
                         _postfix(_mean_over_seeds(per_seed), rate, last_map), refresh=False)
@@ -342,8 +367,7 @@ def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
                 if step % cfg.eval.every_steps == 0 or step == num_steps:
                     scalars = evaluate(loop_state['train'], step) if evaluate else {}
                     if scalars:
-                        last_map = float(np.mean(scalars[checkpoints.metric_key(
-                            test_name, 'average_mAP')]))
+                        last_map = _selection_map(scalars)
                     save(step, scalars)
                 elif step % cfg.checkpoint.every_steps == 0:
                     save(step, None)

@@ -142,6 +142,7 @@ class RunDir:
             raise UserError(f'{os.fsencode(self.path).decode("utf-8", "backslashreplace")}: '
                             f'not valid UTF-8 ({problem}); the checkpoints\' array store '
                             'takes UTF-8 paths only: choose a run folder with a UTF-8 path')
+        self._events = None   # TensorBoard's view of the metrics log (open_events)
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UserError(f'{path}: exists and is not a folder (a run directory is a folder)')
         if write:
@@ -186,6 +187,9 @@ class RunDir:
           OSError: the last checkpoint could not be written (see :meth:`wait`).
         """
         try:
+            if self._events is not None:
+                events, self._events = self._events, None
+                events.close()
             if self._manager is not None:
                 try:
                     self.wait()
@@ -270,6 +274,17 @@ class RunDir:
             return
         self._lock_intact()
         metrics_log.append(self.metrics_path, row)
+        if self._events is not None:
+            self._events.add(row)
+
+    def open_events(self, seeds) -> None:
+        """TensorBoard event files in ``events/`` (primary only): written anew from the rows
+        of ``metrics.jsonl`` (call after :meth:`restart_metrics`), then with every row appended;
+        closed with the RunDir (:mod:`wtal_jax.runs.tensorboard`)."""
+        if self.primary:
+            from wtal_jax.runs import tensorboard
+            self._events = tensorboard.Events(os.path.join(self.path, tensorboard.EVENTS_DIR),
+                                              seeds, self.read_metrics(quiet=True))
 
     def sync_metrics(self) -> None:
         if self.primary:

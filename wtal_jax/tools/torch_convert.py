@@ -304,7 +304,8 @@ def _prepare_workdir(run, *, force: bool) -> None:
     entries = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     if entries and not force:
         steps = [e for e in entries if e.isdigit()]
-        what = f'steps {", ".join(sorted(steps, key=int))}' if steps else ', '.join(entries)
+        what = (f'step{"s" if len(steps) > 1 else ""} {", ".join(sorted(steps, key=int))}'
+                if steps else ', '.join(entries))
         raise UserError(f'--workdir {run.path}: already has checkpoints ({what}); choose another '
                         'directory or pass --force to replace them')
     if entries:
