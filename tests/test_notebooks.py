@@ -1,9 +1,10 @@
-"""Both notebooks run top to bottom (nbclient, kernel python3) in a temporary folder.
+"""Every notebook runs top to bottom (nbclient, kernel python3) in a temporary folder.
 
 The kernel's working directory is the temporary folder, so the notebooks' relative paths
 (``data/synthetic``, ``runs/...``) land there. The committed notebooks carry no outputs.
 """
 
+import json
 import os
 
 import pytest
@@ -18,7 +19,7 @@ CELL_TIMEOUT_S = 240
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
-    """One folder for both notebooks, so the synthetic data set is generated once."""
+    """One folder for every notebook, so the synthetic data set is generated once."""
     return tmp_path_factory.mktemp('notebooks')
 
 
@@ -35,7 +36,8 @@ def images(notebook) -> int:
                if cell.cell_type == 'code' for out in cell.get('outputs', []))
 
 
-@pytest.mark.parametrize('name', ['quickstart.ipynb', 'inspect_checkpoint.ipynb'])
+@pytest.mark.parametrize('name', ['quickstart.ipynb', 'inspect_checkpoint.ipynb',
+                                  'custom_method.ipynb'])
 def test_committed_without_outputs(name):
     notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
     nbformat.validate(notebook)
@@ -59,3 +61,13 @@ def test_inspect_checkpoint_runs_and_trains_a_tiny_run_when_needed(workdir, monk
     text = ''.join(out.get('text', '') for cell in notebook.cells
                    for out in cell.get('outputs', []))
     assert 'trained a tiny run' in text and 'AP of ' in text
+
+
+def test_custom_method_writes_a_method_trains_it_beside_um_and_compares(workdir):
+    notebook = execute('custom_method.ipynb', workdir)
+    text = ''.join(out.get('text', '') for cell in notebook.cells
+                   for out in cell.get('outputs', []))
+    assert (workdir / 'my_method.py').exists()
+    with open(workdir / 'runs' / 'custom_sharper' / 'config.json') as f:
+        assert json.load(f)['method'] == str(workdir / 'my_method.py')
+    assert 'paired seeds: 0, 1, 2 (n = 3)' in text and 'B − A = ' in text
