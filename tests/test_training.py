@@ -364,7 +364,7 @@ _DEVICES_CHECK = textwrap.dedent("""
     import jax
     import numpy as np
     sys.path.insert(0, os.environ['TESTS_DIR'])
-    from test_train import compiled, seed_batches, setup, B, NAMES
+    from test_training import compiled, seed_batches, setup, B, NAMES
     from wtal_jax import training
 
     assert jax.local_device_count() == 4, jax.local_devices()

@@ -367,9 +367,9 @@ def _add_bench(sub) -> None:
     p.add_argument('--feature-dim', type=int, default=sizes.feature_dim, help='D, feature size')
     p.add_argument('--embed-dim', type=int, default=sizes.embed_dim, help='E, embedding size')
     p.add_argument('--classes', type=int, default=sizes.classes, help='C, number of classes')
-    p.add_argument('--config', help="a config file whose method and model settings to time "
-                                    "(e.g. configs/basnet_thumos14.py; default: UM's); the "
-                                    'sizes above replace its own')
+    p.add_argument('--config', help="a config file whose method and model settings to time, "
+                                    'e.g. configs/basnet_thumos14.py; the sizes above replace '
+                                    "its own (default: UM's defaults)")
     p.add_argument('--dtype', choices=bench.DTYPES, default='float32',
                    help='model.dtype of train-step, loop and seeds: features and matmuls')
     p.add_argument('--repeats', type=int, default=3,

@@ -482,7 +482,7 @@ class RunDir:
         for attempt in range(RELISTS):
             try:
                 return action()
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):   # deleted between two looks
                 if self.write or attempt == RELISTS - 1:
                     raise
 

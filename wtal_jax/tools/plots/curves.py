@@ -10,7 +10,7 @@ from wtal_jax.tools.plots.canvas import COLORS, new_figure
 from wtal_jax.tools.plots.run import run_label
 
 # The loop's own keys of a training row; every other key is one of the method's losses.
-NOT_LOSSES = ('step', 'split', 'seed', 'steps_per_second')
+NOT_LOSSES = ('step', 'split', 'seed', 'steps_per_second', 'learning_rate')
 TOTAL = 'loss'  # the loss a method minimises (the seam's contract), drawn first
 
 
