@@ -227,7 +227,9 @@ def check_alike(a: Run, b: Run) -> None:
     if a.thresholds.shape != b.thresholds.shape or not np.allclose(a.thresholds, b.thresholds,
                                                                    rtol=0, atol=1e-9):
         raise UserError(f'{b.path}: tIoU thresholds {range_name(b.thresholds)} differ from '
-                        f'{a.path}\'s {range_name(a.thresholds)}')
+                        f'{a.path}\'s {range_name(a.thresholds)} (its selected steps were chosen '
+                        'by another average): train both with the same '
+                        '--config.eval.tiou_thresholds, e.g. BaS-Net with 0.1:0.7:0.1 beside UM')
     if None not in (a.class_names, b.class_names) and a.class_names != b.class_names:
         raise UserError(f'{b.path}: class list ({len(b.class_names)} classes) differs from '
                         f'{a.path}\'s ({len(a.class_names)})')
