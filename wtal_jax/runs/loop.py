@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -217,7 +218,15 @@ def _note_training_data(where: str, why: str, seeds: int, devices: int, processe
     note(f'note: {why}')
 
 
-def _training_data(cfg, train_split, seeds, devices, replicated, procs):
+class TrainingData(NamedTuple):
+    """Where the step's batches come from: one batch maker per seed, and the device table of
+    the training features with each video's offset in it (both None on the host path)."""
+    batchers: list
+    table: object
+    offsets: np.ndarray | None
+
+
+def _training_data(cfg, train_split, seeds, devices, replicated, procs) -> TrainingData:
     """(per-seed batch makers, device table or None, table offsets or None) for the step.
 
     The training features go to the device as one packed table when they fit (see
@@ -243,11 +252,11 @@ def _training_data(cfg, train_split, seeds, devices, replicated, procs):
             f'on the host, {cfg.train.prefetch_workers} prefetch threads'
         _note_training_data(where, why, len(seeds), len(devices), procs.count)
     if not on_device:
-        return batchers, None, None
+        return TrainingData(batchers, None, None)
     host_table, offsets = pipeline.pack_table(train_split.features, table_dtype)
     for b in batchers:
         b.release_features()   # only lengths are needed from here on
-    return batchers, distributed.replicate(host_table, replicated), offsets
+    return TrainingData(batchers, distributed.replicate(host_table, replicated), offsets)
 
 
 def train_and_evaluate(cfg, workdir: str, *, progress: bool = True) -> dict:
