@@ -1,1 +1,4 @@
-"""Runs: the run directory with its orbax checkpoints, and the training loop around the step."""
+"""Runs: the run directory (``rundir``, its log ``metrics_log``, its checkpoints
+``checkpoints``), the training loop around the step (``loop``, ``memory``, ``distributed``,
+``tensorboard``), the report over seeds (``summary``), and a run's checkpoint applied
+(``evaluate``, ``detect``)."""
